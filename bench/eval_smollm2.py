@@ -1,0 +1,50 @@
+"""Dense SmolLM2-135M: perplexity on wiki/c4 eval, prefill/decode speed, first (GGUF) and cached load times.
+
+Run: .venv/bin/python bench/eval_smollm2.py
+Load times are measured in fresh processes: the first with an empty cache (GGUF conversion), the
+second reusing it, both including `import rankwise` and the model load (not the interpreter start).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+LOAD_SNIPPET = (
+    "import time; t=time.perf_counter(); import rankwise as rw; m, tok = rw.load_model('smollm2-135m'); "
+    "print(f'{time.perf_counter()-t:.3f}')"
+)
+
+
+def timed_load(cache: str) -> float:
+    env = dict(os.environ, RANKWISE_CACHE=cache)
+    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    import rankwise as rw
+
+    with tempfile.TemporaryDirectory() as cache:
+        first = timed_load(cache)
+        cached = timed_load(cache)
+    model, tok = rw.load_model("smollm2-135m")
+    rows = []
+    for source in ("wiki", "c4"):
+        wins = rw.data.windows(source, split="eval", seq_len=256, tokens=16384, tokenizer=tok)
+        ppl = rw.eval.perplexity(model, wins, desc=source)
+        rows.append((source, ppl.perplexity, ppl.tokens))
+    speed = rw.eval.throughput(model, wins[0])
+    print("\nSmolLM2-135M (dense, fp32, CPU)")
+    for source, ppl, n in rows:
+        print(f"  perplexity {source:<5} {ppl:8.2f}   ({n} tokens, 256-token windows)")
+    print(f"  prefill          {speed.prefill_tokens_per_s:8.1f} tokens/s (batch 4 x 256)")
+    print(f"  decode           {speed.decode_tokens_per_s:8.1f} tokens/s (batch 1, KV cache)")
+    print(f"  load, first (GGUF conversion) {first:6.2f} s")
+    print(f"  load, cached                  {cached:6.2f} s   ratio first/cached {first / cached:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The `rankwise` command: one small module per subcommand, registered here."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from rankwise._version import __version__
+from rankwise.cli.common import Parser
+from rankwise.errors import RankwiseError
+
+#: Subcommand modules, each with ``register(subparsers)``; a new command is one file plus one entry.
+SUBCOMMANDS = ["info", "eval_cmd"]
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="rankwise", description="Spectral analysis, compression, adaptation and merging "
+                    "of transformer language models through their singular values.")
+    parser.add_argument("--version", action="version", version=f"rankwise {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"rankwise.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.func(args)
+        return code
+    except RankwiseError as exc:
+        print(f"rankwise: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rankwise: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

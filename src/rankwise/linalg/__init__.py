@@ -1,0 +1,36 @@
+"""Pure tensor maths: SVDs, Gram statistics, whitening, spectral metrics. No nn.Module, no I/O."""
+
+from rankwise.linalg.factors import Factors
+from rankwise.linalg.gram import GramAccumulator
+from rankwise.linalg.metrics import (
+    effective_rank,
+    energy_curve,
+    frobenius_norm,
+    nuclear_norm,
+    rank_for_energy,
+    singular_values,
+    spectral_norm,
+    stable_rank,
+    truncation_error,
+)
+from rankwise.linalg.svd import svd
+from rankwise.linalg.whiten import Whitener, whitened_factors, whitened_svd, whitening
+
+__all__ = [
+    "Factors",
+    "GramAccumulator",
+    "Whitener",
+    "effective_rank",
+    "energy_curve",
+    "frobenius_norm",
+    "nuclear_norm",
+    "rank_for_energy",
+    "singular_values",
+    "spectral_norm",
+    "stable_rank",
+    "svd",
+    "truncation_error",
+    "whitened_factors",
+    "whitened_svd",
+    "whitening",
+]
