@@ -44,8 +44,10 @@ def evaluate(model: Any, args: argparse.Namespace, tokenizer: Any) -> dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     from rankwise.cli.common import write_json
+    from rankwise.data.sources import documents
     from rankwise.io.loading import load_model
 
+    documents(args.data, args.split)  # a bad data source fails before the (slower) model load
     model, tokenizer = load_model(args.model)
     result = evaluate(model, args, tokenizer)
     print(f"perplexity      {result['perplexity']:.3f}  ({args.data} {args.split}, {args.seq_len}-token windows)")

@@ -147,5 +147,5 @@ def load_model(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RankwiseError(f"could not load a causal LM from {where}: {first}") from exc
     tokenizer = AutoTokenizer.from_pretrained(where)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     return model, tokenizer

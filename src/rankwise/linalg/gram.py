@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from rankwise.linalg.whiten import Whitener
 
 
 class GramAccumulator:
@@ -17,6 +22,15 @@ class GramAccumulator:
         self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
         self.abs_sum = torch.zeros(dim, dtype=torch.float64, device=device)
         self.count = 0
+        self._whiteners: dict[float, Whitener] = {}
+
+    def whitener(self, clamp: float) -> Whitener:
+        """Whitening of the accumulated Gram, computed once per clamp (q/k/v share one Gram)."""
+        from rankwise.linalg.whiten import whitening
+
+        if clamp not in self._whiteners:
+            self._whiteners[clamp] = whitening(self.gram, clamp)
+        return self._whiteners[clamp]
 
     def update(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.dim:
@@ -27,6 +41,7 @@ class GramAccumulator:
         self.gram += (f32.mT @ f32).to(torch.float64)
         self.abs_sum += f32.abs().sum(0).to(torch.float64)
         self.count += flat.shape[0]
+        self._whiteners.clear()
 
     def merge(self, other: GramAccumulator) -> None:
         self.gram += other.gram

@@ -27,6 +27,14 @@ def linear_modules(model: nn.Module) -> dict[str, nn.Linear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
+def linear_at(model: nn.Module, name: str) -> nn.Linear:
+    """The ``nn.Linear`` at ``name`` (raises if it is something else)."""
+    module = model.get_submodule(name)
+    if not isinstance(module, nn.Linear):
+        raise RankwiseError(f"{name} is a {type(module).__name__}, not a linear layer")
+    return module
+
+
 def select_targets(model: nn.Module, targets: TargetSpec = "all-linear") -> list[str]:
     """Qualified names of the targeted ``nn.Linear`` modules, in model order.
 

@@ -1,0 +1,122 @@
+"""Compression of SmolLM2-135M: rankwise's default against one-shot uniform whitening (the SVD-LLM recipe).
+
+Protocol (fixed by the issue): calibration 64 windows x 256 tokens of wiki calib (seed 0); perplexity
+on 16,384 tokens of wiki eval and of c4 eval, 256-token windows; the 7 projections of every block.
+
+Prints, from one run:
+  1. the headline table: dense, reference (svd_llm + uniform, one-shot) and rankwise's default at each
+     ratio, full protocol, with compressed/dense perplexity ratios and default/reference ratio;
+  2. compression wall time of the default (calibration + decomposition, no evaluation);
+  3. prefill/decode speed of the 40 % model against dense;
+  4. the grid: every method x allocator x ratio (+ sequential vs one-shot) on --grid-tokens of wiki eval.
+
+Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4] [--grid-tokens 4096] [--no-grid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+
+import torch
+
+import rankwise as rw
+from rankwise.cli.compress import DEFAULT_ALLOC, DEFAULT_METHOD
+from rankwise.compress import CONFIGS, decompose, realize
+
+SEQUENTIAL_DEFAULT = rw.compress.SVDLLM.model_fields["sequential"].default
+
+
+def ppl(model: torch.nn.Module, wins: torch.Tensor) -> float:
+    return rw.eval.perplexity(model, wins, progress=False).perplexity
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ratios", default="0.2,0.4")
+    parser.add_argument("--grid-tokens", type=int, default=4096)
+    parser.add_argument("--no-grid", action="store_true")
+    args = parser.parse_args()
+    ratios = [float(r) for r in args.ratios.split(",")]
+    model, tok = rw.load_model("smollm2-135m")
+    calib = rw.data.windows("wiki", split="calib", seq_len=256, n=64, seed=0, tokenizer=tok)
+    evals = {s: rw.data.windows(s, split="eval", seq_len=256, tokens=16384, tokenizer=tok) for s in ("wiki", "c4")}
+    dense = {s: ppl(model, w) for s, w in evals.items()}
+    print(f"dense: wiki {dense['wiki']:.2f}  c4 {dense['c4']:.2f}", flush=True)
+
+    # 1. reference and default, full protocol
+    reference = decompose(model, rw.compress.SVDLLM(ratio=ratios[0], alloc="uniform"), calib=calib, progress=False)
+    rows = []
+    for ratio in ratios:
+        ref_model = copy.deepcopy(model)
+        realize(ref_model, dataclasses.replace(reference, config=rw.compress.SVDLLM(ratio=ratio, alloc="uniform")),
+                ratio, progress=False)
+        ref = {s: ppl(ref_model, w) for s, w in evals.items()}
+        del ref_model
+        default_model = copy.deepcopy(model)
+        config = CONFIGS[DEFAULT_METHOD](ratio=ratio, alloc=DEFAULT_ALLOC)
+        t0, c0 = time.perf_counter(), time.process_time()
+        report = rw.compress.apply(default_model, config, calib=calib, progress=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ours = {s: ppl(default_model, w) for s, w in evals.items()}
+        speed = None
+        if abs(ratio - 0.4) < 1e-9:
+            speed = (rw.eval.throughput(model, evals["wiki"][0]), rw.eval.throughput(default_model, evals["wiki"][0]))
+        rows.append((ratio, ref, ours, report, wall, cpu, speed))
+        del default_model
+
+    print(f"\nrankwise default: method={DEFAULT_METHOD} alloc={DEFAULT_ALLOC} sequential={SEQUENTIAL_DEFAULT}; "
+          "reference: svd_llm + uniform ranks, one-shot")
+    print(f"{'ratio':>5} {'data':>5} {'dense':>8} {'reference':>10} {'ref/dense':>10} {'rankwise':>10} "
+          f"{'rw/dense':>9} {'rw-ratio / ref-ratio':>21}")
+    for ratio, ref, ours, *_ in rows:
+        for s in ("wiki", "c4"):
+            r_ref, r_rw = ref[s] / dense[s], ours[s] / dense[s]
+            print(f"{ratio:>5.2f} {s:>5} {dense[s]:>8.2f} {ref[s]:>10.2f} {r_ref:>10.2f} {ours[s]:>10.2f} "
+                  f"{r_rw:>9.2f} {r_rw / r_ref:>21.2f}")
+    print()
+    for ratio, _, _, report, wall, cpu, speed in rows:
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
+        print(f"compression at {ratio:.2f} (calibration + decomposition, no evaluation): {wall:.1f} s wall, "
+              f"{cpu:.1f} s CPU  [{stages}]; achieved ratio {report.ratio_achieved:.3f}")
+        if speed:
+            d, c = speed
+            print(f"  speed at {ratio:.2f}: prefill {d.prefill_tokens_per_s:.1f} -> {c.prefill_tokens_per_s:.1f} "
+                  f"tokens/s ({c.prefill_tokens_per_s / d.prefill_tokens_per_s:.2f}x), decode "
+                  f"{d.decode_tokens_per_s:.1f} -> {c.decode_tokens_per_s:.1f} tokens/s "
+                  f"({c.decode_tokens_per_s / d.decode_tokens_per_s:.2f}x)")
+    if args.no_grid:
+        return
+
+    # 4. the grid on a shorter wiki eval
+    grid_eval = evals["wiki"][: max(1, args.grid_tokens // 256)]
+    dense_grid = ppl(model, grid_eval)
+    print(f"\ngrid: wiki eval perplexity on {grid_eval.numel()} tokens (dense {dense_grid:.2f}); ratio = ppl/dense")
+    allocs = sorted(rw.compress.allocators.ALLOCATORS)
+    print(f"{'method':<8} {'mode':<10} {'ratio':>5} " + " ".join(f"{a:>16}" for a in allocs))
+    for method in sorted(CONFIGS):
+        modes = [False, True] if method != "svd" else [False]
+        for sequential in modes:
+            dec = None
+            if not sequential:
+                dec = decompose(model, CONFIGS[method](ratio=ratios[0], alloc="welore"), calib=calib, progress=False)
+            for ratio in ratios:
+                cells = []
+                for alloc in allocs:
+                    work = copy.deepcopy(model)
+                    config = CONFIGS[method](ratio=ratio, alloc=alloc, sequential=sequential)
+                    if dec is not None:
+                        realize(work, dataclasses.replace(dec, config=config), ratio, progress=False)
+                    else:
+                        rw.compress.apply(work, config, calib=calib, progress=False)
+                    p = ppl(work, grid_eval)
+                    cells.append(f"{p:>9.1f} ({p / dense_grid:>4.1f})")
+                    del work
+                mode = "sequent." if sequential else "one-shot"
+                print(f"{method:<8} {mode:<10} {ratio:>5.2f} " + " ".join(f"{c:>16}" for c in cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""`rankwise compress MODEL --ratio R[,R...]`: low-rank compression with before/after numbers."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+from rankwise.cli.common import positive_int
+from rankwise.errors import RankwiseError
+
+EXAMPLES = """examples:
+  rankwise compress smollm2-135m --ratio 0.2 --out out/smol-20
+  rankwise compress smollm2-135m --ratio 0.2,0.4,0.6 --out out/smol      # out/smol-20, -40, -60 from one calibration
+  rankwise compress smollm2-135m --ratio 0.4 --method asvd --alloc uniform --out out/asvd-40
+  rankwise compress smollm2-135m --ratio 0.2 --dense --out out/smol-20-dense   # plain dense HF folder
+
+ratio = fraction of the targeted matrices' parameters removed. A rank-r factorization of an m x n
+matrix stores r(m+n) numbers; a matrix whose rank would reach mn/(m+n) stays dense."""
+
+DEFAULT_METHOD = "svd_llm"
+DEFAULT_ALLOC = "global"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("compress", help="low-rank compression with rank allocation under a parameter budget",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="bundled name (smollm2-135m), HF folder, .gguf file or hub id")
+    p.add_argument("--ratio", required=True, help="share of targeted parameters to remove, e.g. 0.2 or 0.2,0.4,0.6")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"svd, asvd, fwsvd or svd_llm (default {DEFAULT_METHOD})")
+    p.add_argument("--alloc", default=DEFAULT_ALLOC,
+                   help=f"uniform, energy, welore, global or global_relative (default {DEFAULT_ALLOC})")
+    p.add_argument("--targets", default="all-linear", help="all-linear, a comma list of suffixes, or re:REGEX")
+    p.add_argument("--calib", default="wiki", help="calibration text source (default wiki, its calib split)")
+    p.add_argument("--calib-windows", type=positive_int, default=64)
+    p.add_argument("--seq-len", type=positive_int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rank-multiple", type=positive_int, default=8)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sequential", dest="sequential", action="store_true", default=None,
+                      help="collect statistics block by block on the already compressed model")
+    mode.add_argument("--one-shot", dest="sequential", action="store_false", help="statistics from the dense model")
+    p.add_argument("--eval", default="wiki,c4", help="perplexity sources before/after (comma list; 'none' to skip)")
+    p.add_argument("--eval-tokens", type=positive_int, default=16384)
+    p.add_argument("--no-speed", action="store_true", help="skip prefill/decode throughput")
+    p.add_argument("--dense", action="store_true", help="write an ordinary dense HF folder (factors multiplied out)")
+    p.add_argument("--out", required=True, help="output folder (several ratios: OUT-20, OUT-40, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    p.set_defaults(func=run)
+
+
+def parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise RankwiseError(f"--ratio must be numbers in (0, 1) separated by commas, got '{text}'") from None
+    bad = [r for r in ratios if not 0.0 < r < 1.0]
+    if not ratios or bad:
+        raise RankwiseError(f"--ratio values must be in (0, 1) (the share of targeted parameters removed), "
+                            f"got '{text}'")
+    return ratios
+
+
+def output_folders(out: str, ratios: list[float]) -> list[Path]:
+    if len(ratios) == 1:
+        return [Path(out)]
+    return [Path(f"{out}-{round(r * 100):d}") for r in ratios]
+
+
+def measure(model: Any, sources: dict[str, Any], speed: bool) -> dict[str, float]:
+    from rankwise.eval.perplexity import perplexity
+    from rankwise.eval.speed import throughput
+
+    out: dict[str, float] = {}
+    for name, wins in sources.items():
+        out[f"ppl_{name}"] = perplexity(model, wins, desc=f"perplexity {name}").perplexity
+    if speed and sources:
+        tp = throughput(model, next(iter(sources.values()))[0])
+        out["prefill_tokens_per_s"], out["decode_tokens_per_s"] = tp.prefill_tokens_per_s, tp.decode_tokens_per_s
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from rankwise.compress import CONFIGS, decompose, realize, save_compressed
+    from rankwise.compress.allocators import get_allocator
+    from rankwise.compress.registry import get_compressor
+    from rankwise.data.sources import documents
+    from rankwise.data.windows import windows
+    from rankwise.io.atomic import check_output_folder
+    from rankwise.io.loading import load_model
+
+    # Every cheap check first: nothing long runs and nothing is written on a bad input.
+    ratios = parse_ratios(args.ratio)
+    get_compressor(args.method)
+    get_allocator(args.alloc)
+    folders = output_folders(args.out, ratios)
+    for folder in folders:
+        check_output_folder(folder, args.overwrite)
+    eval_sources = [] if args.eval == "none" else [s for s in args.eval.split(",") if s]
+    for source in [args.calib, *eval_sources]:
+        documents(source, "calib")
+    targets: Any = args.targets if args.targets == "all-linear" or args.targets.startswith("re:") \
+        else args.targets.split(",")
+    config_class = CONFIGS[args.method]
+    extra = {} if args.sequential is None else {"sequential": args.sequential}
+    configs = [config_class(ratio=r, alloc=args.alloc, rank_multiple=args.rank_multiple, **extra) for r in ratios]
+
+    model, tok = load_model(args.model)
+    calib = windows(args.calib, split="calib", seq_len=args.seq_len, n=args.calib_windows, seed=args.seed,
+                    tokenizer=tok)
+    eval_windows = {s: windows(s, split="eval", seq_len=args.seq_len, tokens=args.eval_tokens, tokenizer=tok)
+                    for s in eval_sources}
+    t0 = time.perf_counter()
+    before = measure(model, eval_windows, not args.no_speed)
+    eval_before = time.perf_counter() - t0
+    shared = None if configs[0].sequential else decompose(model, configs[0], targets, calib)
+    for config, folder in zip(configs, folders, strict=True):
+        work = copy.deepcopy(model) if len(configs) > 1 else model
+        if shared is not None:
+            report = realize(work, shared, config.ratio)
+            report.config = config.model_dump()
+        else:
+            from rankwise.compress.sequential import apply_sequential
+
+            report = apply_sequential(work, config, targets, calib, 8, True)
+        t1 = time.perf_counter()
+        after = measure(work, eval_windows, not args.no_speed)
+        report.timings["evaluation"] = eval_before + time.perf_counter() - t1
+        report.evaluation = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}
+        save_compressed(work, tok, folder, report, dense=args.dense, overwrite=args.overwrite)
+        print(report.table())
+        print(f"wrote {folder}\n")
+    return 0

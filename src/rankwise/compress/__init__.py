@@ -1,0 +1,24 @@
+"""Post-training low-rank compression: `apply(model, SVDLLM(ratio=0.2), calib=windows)`."""
+
+from rankwise.compress import allocators
+from rankwise.compress.config import ASVD, CONFIGS, FWSVD, SVD, SVDLLM, CompressConfig
+from rankwise.compress.driver import Decomposition, apply, decompose, realize
+from rankwise.compress.export import densified, save_compressed
+from rankwise.compress.report import CompressionReport
+
+__all__ = [
+           "ASVD",
+           "CONFIGS",
+           "FWSVD",
+           "SVD",
+           "SVDLLM",
+           "CompressConfig",
+           "CompressionReport",
+           "Decomposition",
+           "allocators",
+           "apply",
+           "decompose",
+           "densified",
+           "realize",
+           "save_compressed",
+]

@@ -1,0 +1,69 @@
+"""Compression configs: one pydantic model per method, one field per knob, YAML round-trippable."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class CompressConfig(BaseModel):
+    """Settings shared by every compression method.
+
+    ``ratio`` is the fraction of the *targeted* matrices' parameters removed (0.2 removes 20 %).
+    A matrix whose allocated rank r has r·(m + n) ≥ m·n stays dense.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    method: ClassVar[str] = ""
+
+    ratio: float = Field(description="fraction of the targeted parameters to remove, in (0, 1)")
+    alloc: str = Field("global", description="rank allocator: uniform, energy, welore or global")
+    rank_multiple: int = Field(8, ge=1, description="ranks are rounded to a multiple of this")
+    sequential: bool = Field(False, description="collect statistics block by block on the already "
+                             "compressed model (data-aware methods)")
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_in_open_unit_interval(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"ratio must be in (0, 1), got {value}")
+        return value
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump({"method": self.method, **self.model_dump()}, sort_keys=False)
+
+
+class SVD(CompressConfig):
+    """Plain truncated SVD of each weight (LoRD; Kaushal et al. 2023). Data-free."""
+
+    method: ClassVar[str] = "svd"
+
+
+class ASVD(CompressConfig):
+    """Activation-aware SVD (Yuan et al. 2023): scale input channel j by mean|x_j|^alpha before the SVD."""
+
+    method: ClassVar[str] = "asvd"
+    alpha: float = Field(0.5, gt=0.0, le=2.0, description="exponent of the mean absolute activation")
+
+
+class FWSVD(CompressConfig):
+    """Fisher-weighted SVD (Hsu et al. 2022): rows weighted by √(Σ squared gradients of the LM loss)."""
+
+    method: ClassVar[str] = "fwsvd"
+
+
+class SVDLLM(CompressConfig):
+    """SVD-LLM (Wang et al. 2024): truncation-aware whitening with the input Gram G = Σ x xᵀ.
+
+    The rank-r result minimises ‖(W − Ŵ)X‖_F; eigenvalues of G below ``clamp``·λ_max are raised
+    to that floor so a rank-deficient Gram still whitens.
+    """
+
+    method: ClassVar[str] = "svd_llm"
+    clamp: float = Field(1e-6, gt=0.0, lt=1.0, description="relative eigenvalue floor of the Gram")
+
+
+CONFIGS: dict[str, type[CompressConfig]] = {c.method: c for c in (SVD, ASVD, FWSVD, SVDLLM)}

@@ -1,0 +1,147 @@
+"""The compress driver: statistics → decompositions → rank allocation → module swap → report.
+
+The maths lives in the method and allocator modules; hooks, progress bars and module swapping
+live here, once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rankwise.compress.allocators.base import MatrixSpectrum, check_feasible, get_allocator
+from rankwise.compress.config import CompressConfig
+from rankwise.compress.registry import Compressor, get_compressor
+from rankwise.compress.report import CompressionReport, MatrixResult
+from rankwise.compress.stats import LayerStats, fisher_stats, gram_stats
+from rankwise.errors import RankwiseError
+from rankwise.eval.params import parameter_count
+from rankwise.linalg.factors import Factors
+from rankwise.linalg.metrics import singular_values
+from rankwise.modules.lowrank import LowRankLinear
+from rankwise.modules.replace import replace_module
+from rankwise.modules.targets import TargetSpec, linear_at, select_targets
+
+
+@dataclass
+class Decomposition:
+    """Everything computed before ranks are chosen; reusable for several ratios."""
+
+    config: CompressConfig
+    names: list[str]
+    factors: dict[str, Factors]  # full-rank factors per target
+    spectra: list[MatrixSpectrum]
+    stats: dict[str, LayerStats]
+    timings: dict[str, float]
+
+
+def _check_targets(model: nn.Module, names: list[str]) -> None:
+    for name in names:
+        weight = linear_at(model, name).weight
+        if not torch.isfinite(weight).all():
+            raise RankwiseError(f"weight of {name} contains NaN or inf; the model is corrupt, reload it")
+
+
+def collect_stats(model: nn.Module, compressor: Compressor, names: list[str], calib: torch.Tensor | None,
+                  batch_size: int, progress: bool) -> dict[str, LayerStats]:
+    """Grams (always, when data is given: they also measure the activation error) and Fisher rows."""
+    if calib is None:
+        if compressor.needs_gram or compressor.needs_fisher:
+            raise RankwiseError(f"method '{compressor.name}' needs calibration data; pass calib windows "
+                                "(CLI: --calib wiki)")
+        return {name: LayerStats() for name in names}
+    stats = gram_stats(model, names, calib, batch_size, progress)
+    if compressor.needs_fisher:
+        for name, rows in fisher_stats(model, names, calib, max(1, batch_size // 2), progress).items():
+            stats[name].fisher_rows = rows
+    return stats
+
+
+def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "all-linear",
+              calib: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True) -> Decomposition:
+    """Statistics and full factorizations of every target (the expensive, ratio-independent part)."""
+    compressor = get_compressor(config.method)
+    get_allocator(config.alloc)  # fail on a bad allocator name before any long work
+    names = select_targets(model, targets)
+    _check_targets(model, names)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        stats = collect_stats(model, compressor, names, calib, batch_size, progress)
+    t1 = time.perf_counter()
+    factors, spectra = {}, []
+    with torch.no_grad():
+        for name in tqdm(names, desc="decomposition", disable=not progress, unit="matrix"):
+            W = linear_at(model, name).weight.detach()
+            f = compressor.decompose(W, stats[name], config)
+            if not (torch.isfinite(f.U).all() and torch.isfinite(f.S).all() and torch.isfinite(f.Vh).all()):
+                raise RankwiseError(f"decomposition of {name} is not finite; check the model and calibration data")
+            factors[name] = f
+            weight_sv = singular_values(W) if config.alloc == "welore" else f.S
+            spectra.append(MatrixSpectrum(name, W.shape[0], W.shape[1], f.S.double().square(), weight_sv))
+    return Decomposition(config, names, factors, spectra, stats,
+                         {"calibration": t1 - t0, "decomposition": time.perf_counter() - t1})
+
+
+def relative_error(W: torch.Tensor, W_hat: torch.Tensor, stats: LayerStats) -> float:
+    """‖(W − Ŵ)X‖²/‖W X‖² from the input Gram, or ‖W − Ŵ‖²/‖W‖² without data. W, Ŵ: [m, n]."""
+    D = (W - W_hat).double()
+    if stats.gram is None or stats.gram.count == 0:
+        return float(D.square().sum() / W.double().square().sum().clamp_min(1e-300))
+    G = stats.gram.gram
+    return float(((D @ G) * D).sum() / ((W.double() @ G) * W.double()).sum().clamp_min(1e-300))
+
+
+def allocate(dec: Decomposition, ratio: float) -> dict[str, int | None]:
+    """Ranks for ``ratio`` (None: the matrix stays dense)."""
+    check_feasible(dec.spectra, ratio, dec.config.rank_multiple)
+    return get_allocator(dec.config.alloc)(dec.spectra, ratio, dec.config.rank_multiple)
+
+
+def swap_layer(model: nn.Module, name: str, factors: Factors, rank: int | None, stats: LayerStats) -> MatrixResult:
+    """Replace one ``nn.Linear`` by its rank-``rank`` factorization (or keep it dense for None)."""
+    layer = model.get_submodule(name)
+    assert isinstance(layer, nn.Linear)
+    W = layer.weight.detach()
+    m, n = W.shape
+    if rank is None:
+        return MatrixResult(name, (m, n), None, m * n, m * n, 0.0)
+    new = LowRankLinear.from_factors(factors.truncate(rank), layer.bias, W.dtype)
+    error = relative_error(W, new.dense_weight(), stats)
+    replace_module(model, name, new)
+    return MatrixResult(name, (m, n), rank, m * n, rank * (m + n), error)
+
+
+def build_report(dec: Decomposition, ratio: float, results: list[MatrixResult], params_before: int,
+                 model: nn.Module) -> CompressionReport:
+    has_data = any(s.gram is not None for s in dec.stats.values())
+    return CompressionReport(dec.config.method, dec.config.model_dump(), ratio, results, params_before,
+                             parameter_count(model), dict(dec.timings),
+                             error_kind="activation" if has_data else "weight")
+
+
+def realize(model: nn.Module, dec: Decomposition, ratio: float, progress: bool = True) -> CompressionReport:
+    """Allocate ranks for ``ratio`` and swap the targets of ``model`` in place."""
+    ranks = allocate(dec, ratio)
+    params_before = parameter_count(model)
+    with torch.no_grad():
+        results = [swap_layer(model, name, dec.factors[name], ranks[name], dec.stats[name])
+                   for name in tqdm(dec.names, desc="replace", disable=not progress, unit="matrix")]
+    return build_report(dec, ratio, results, params_before, model)
+
+
+def apply(model: nn.Module, config: CompressConfig, targets: TargetSpec = "all-linear",
+          calib: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True) -> CompressionReport:
+    """Compress ``model`` in place with ``config``; returns the report.
+
+    Example: ``rw.compress.apply(model, rw.compress.SVDLLM(ratio=0.2), targets="all-linear", calib=windows)``.
+    """
+    if config.sequential:
+        from rankwise.compress.sequential import apply_sequential
+
+        return apply_sequential(model, config, targets, calib, batch_size, progress)
+    dec = decompose(model, config, targets, calib, batch_size, progress)
+    return realize(model, dec, config.ratio, progress)

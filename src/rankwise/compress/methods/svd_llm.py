@@ -1,0 +1,20 @@
+"""SVD-LLM: truncation-aware whitening; the error curve is the exact output error on calibration data."""
+
+from __future__ import annotations
+
+import torch
+
+from rankwise.compress.config import SVDLLM, CompressConfig
+from rankwise.compress.registry import Compressor, register
+from rankwise.compress.stats import LayerStats
+from rankwise.linalg.factors import Factors
+from rankwise.linalg.whiten import whitened_factors
+
+
+def decompose_svd_llm(W: torch.Tensor, stats: LayerStats, config: CompressConfig) -> Factors:
+    """Whitened SVD of W [m, n] with the input Gram [n, n]: Σ_{i>r} S_i² = ‖(W − W_r) X‖²_F."""
+    assert isinstance(config, SVDLLM) and stats.gram is not None
+    return whitened_factors(W, stats.gram.whitener(config.clamp))
+
+
+register(Compressor("svd_llm", SVDLLM, decompose_svd_llm, needs_gram=True, needs_fisher=False))

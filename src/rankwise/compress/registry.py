@@ -1,0 +1,45 @@
+"""The compressor registry: snake_case name → (config class, pure decomposition function)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from rankwise.errors import RankwiseError
+from rankwise.linalg.factors import Factors
+
+if TYPE_CHECKING:
+    from rankwise.compress.config import CompressConfig
+    from rankwise.compress.stats import LayerStats
+
+#: ``decompose(W [m, n], stats, config) -> Factors`` with all min(m, n) triplets, descending S, and
+#: S² the method's error curve: truncating at r costs Σ_{i>r} S_i² (in the method's own metric).
+DecomposeFn = Callable[[torch.Tensor, "LayerStats", "CompressConfig"], Factors]
+
+
+@dataclass(frozen=True)
+class Compressor:
+    name: str
+    config_class: type[CompressConfig]
+    decompose: DecomposeFn
+    needs_gram: bool
+    needs_fisher: bool
+
+
+COMPRESSORS: dict[str, Compressor] = {}
+
+
+def register(compressor: Compressor) -> Compressor:
+    COMPRESSORS[compressor.name] = compressor
+    return compressor
+
+
+def get_compressor(name: str) -> Compressor:
+    import rankwise.compress.methods  # noqa: F401  (fills the registry)
+
+    if name not in COMPRESSORS:
+        raise RankwiseError(f"unknown compression method '{name}'; choose one of: {', '.join(sorted(COMPRESSORS))}")
+    return COMPRESSORS[name]
