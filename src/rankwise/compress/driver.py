@@ -22,6 +22,7 @@ from rankwise.errors import RankwiseError
 from rankwise.eval.params import parameter_count
 from rankwise.linalg.factors import Factors
 from rankwise.linalg.metrics import singular_values
+from rankwise.linalg.threads import parallel_map
 from rankwise.modules.lowrank import LowRankLinear
 from rankwise.modules.replace import replace_module
 from rankwise.modules.targets import TargetSpec, linear_at, select_targets
@@ -72,16 +73,20 @@ def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "a
     with torch.no_grad():
         stats = collect_stats(model, compressor, names, calib, batch_size, progress)
     t1 = time.perf_counter()
-    factors, spectra = {}, []
-    with torch.no_grad():
-        for name in tqdm(names, desc="decomposition", disable=not progress, unit="matrix"):
+
+    def one(name: str) -> tuple[Factors, MatrixSpectrum]:
+        with torch.no_grad():
             W = linear_at(model, name).weight.detach()
             f = compressor.decompose(W, stats[name], config)
             if not (torch.isfinite(f.U).all() and torch.isfinite(f.S).all() and torch.isfinite(f.Vh).all()):
                 raise RankwiseError(f"decomposition of {name} is not finite; check the model and calibration data")
-            factors[name] = f
             weight_sv = singular_values(W) if config.alloc == "welore" else f.S
-            spectra.append(MatrixSpectrum(name, W.shape[0], W.shape[1], f.S.double().square(), weight_sv))
+            return f, MatrixSpectrum(name, W.shape[0], W.shape[1], f.S.double().square(), weight_sv)
+
+    with tqdm(total=len(names), desc="decomposition", disable=not progress, unit="matrix") as bar:
+        done = parallel_map(one, names, on_done=bar.update)
+    factors = {name: f for name, (f, _) in zip(names, done, strict=True)}
+    spectra = [spectrum for _, spectrum in done]
     return Decomposition(config, names, factors, spectra, stats,
                          {"calibration": t1 - t0, "decomposition": time.perf_counter() - t1})
 

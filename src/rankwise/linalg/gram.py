@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,14 +24,16 @@ class GramAccumulator:
         self.abs_sum = torch.zeros(dim, dtype=torch.float64, device=device)
         self.count = 0
         self._whiteners: dict[float, Whitener] = {}
+        self._lock = threading.Lock()
 
     def whitener(self, clamp: float) -> Whitener:
         """Whitening of the accumulated Gram, computed once per clamp (q/k/v share one Gram)."""
         from rankwise.linalg.whiten import whitening
 
-        if clamp not in self._whiteners:
-            self._whiteners[clamp] = whitening(self.gram, clamp)
-        return self._whiteners[clamp]
+        with self._lock:  # layers sharing this Gram may ask from several worker threads at once
+            if clamp not in self._whiteners:
+                self._whiteners[clamp] = whitening(self.gram, clamp)
+            return self._whiteners[clamp]
 
     def update(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.dim:
