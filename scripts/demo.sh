@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up (idempotent), then run the main job on the bundled SmolLM2-135M and wiki data.
+# Set everything up (idempotent), then run the main job: compress the bundled SmolLM2-135M by 20 %
+# with rankwise's defaults, calibrated on wiki, and print the before/after table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/rankwise eval smollm2-135m --data wiki --split eval --tokens 16384 --seq-len 256 "$@"
+exec .venv/bin/rankwise compress smollm2-135m --ratio 0.2 --calib wiki --out out/smol-20 --overwrite "$@"

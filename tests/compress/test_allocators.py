@@ -21,7 +21,8 @@ def test_allocators_respect_budget_multiple_and_dense_rule(name: str, ratio: flo
     spectra = _spectra()
     ranks = ALLOCATORS[name](spectra, ratio, 8)
     assert set(ranks) == {s.name for s in spectra}
-    assert stored_params(spectra, ranks) <= budget(spectra, ratio) or name == "uniform"
+    slack = sum(s.lowrank_params(8) for s in spectra) // 2 if name == "uniform" else 0  # uniform rounds to nearest
+    assert stored_params(spectra, ranks) <= budget(spectra, ratio) + slack
     for s in spectra:
         r = ranks[s.name]
         if r is not None:
