@@ -20,6 +20,7 @@ from rankwise.adapters.config import config_from_dict
 from rankwise.adapters.layer import AdapterLinear
 from rankwise.errors import RankwiseError
 from rankwise.io.atomic import atomic_folder
+from rankwise.linalg.split import subtract_lowrank
 from rankwise.modules import replace_module
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -106,8 +107,7 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike[str]) -> nn.Module:
         scaling = float(info["scaling"])
         if init_A is not None and init_B is not None:
             with torch.no_grad():
-                W = base.weight.float() - scaling * (init_B @ init_A)
-                base.weight.copy_(W.to(base.weight.dtype))
+                base.weight.copy_(subtract_lowrank(base.weight, init_B, init_A, scaling).to(base.weight.dtype))
         layer = AdapterLinear(base, A, B, scaling, config.dropout, init_A=init_A, init_B=init_B)
         replace_module(model, name, layer)
     setattr(model, CONFIG_ATTR, config)

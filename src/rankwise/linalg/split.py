@@ -20,10 +20,15 @@ def split_off(W: torch.Tensor, part: Factors, scaling: float = 1.0) -> tuple[tor
     B, A = part.to_ab()
     root = scaling**0.5
     B, A = (B / root).contiguous(), (A / root).contiguous()
-    residual = W.detach().to(torch.float32) - scaling * (B @ A)
-    if not (torch.isfinite(residual).all() and torch.isfinite(A).all() and torch.isfinite(B).all()):
+    if not (torch.isfinite(A).all() and torch.isfinite(B).all()):  # then the residual is finite if W is
         raise ValueError("adapter split produced NaN or inf values")
-    return B, A, residual
+    return B, A, subtract_lowrank(W, B, A, scaling)
+
+
+def subtract_lowrank(W: torch.Tensor, B: torch.Tensor, A: torch.Tensor, scaling: float) -> torch.Tensor:
+    """W − s·B·A in fp32 (``W`` [m, n], ``B`` [m, r], ``A`` [r, n]); the one formula for residuals, so that
+    rebuilding a residual from saved factors gives the same bits as the init did."""
+    return torch.addmm(W.detach().to(torch.float32), B, A, alpha=-scaling)
 
 
 def covariance_factors(W: torch.Tensor, cov: torch.Tensor, clamp: float = DEFAULT_CLAMP) -> Factors:
