@@ -32,6 +32,7 @@ from rankwise.adapters.milora import MiLoRA
 from rankwise.adapters.peft_io import export_peft, load_peft
 from rankwise.adapters.pissa import PiSSA
 from rankwise.adapters.run_io import load_adapter, save_adapter
+from rankwise.adapters.train import FinetuneConfig, finetune
 
 __all__ = [
     "EVA",
@@ -41,6 +42,7 @@ __all__ = [
     "AdapterLinear",
     "CalibrationData",
     "CorDA",
+    "FinetuneConfig",
     "LoRA",
     "MiLoRA",
     "PiSSA",
@@ -49,6 +51,7 @@ __all__ = [
     "adapter_layers",
     "config_from_dict",
     "export_peft",
+    "finetune",
     "get_method",
     "load_adapter",
     "load_peft",
