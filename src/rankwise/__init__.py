@@ -13,13 +13,16 @@ from rankwise._version import __version__
 from rankwise.errors import RankwiseError
 
 if TYPE_CHECKING:
-    from rankwise import data, eval, io, linalg
+    from rankwise import adapters, data, eval, io, linalg
+    from rankwise.adapters.apply import adapt
     from rankwise.io.loading import load_model
     from rankwise.io.saving import save_model
 
 __all__ = [
     "RankwiseError",
     "__version__",
+    "adapt",
+    "adapters",
     "data",
     "eval",
     "io",
@@ -31,6 +34,7 @@ __all__ = [
 _SUBMODULES = {"data", "eval", "io", "linalg", "compress", "adapters", "analysis", "merge", "optim", "calib",
                "modules"}
 _FUNCTIONS = {
+    "adapt": ("rankwise.adapters.apply", "adapt"),
     "load_model": ("rankwise.io.loading", "load_model"),
     "save_model": ("rankwise.io.saving", "save_model"),
 }

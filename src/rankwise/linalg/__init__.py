@@ -13,6 +13,7 @@ from rankwise.linalg.metrics import (
     stable_rank,
     truncation_error,
 )
+from rankwise.linalg.split import covariance_factors, eigen_directions, split_off
 from rankwise.linalg.svd import svd
 from rankwise.linalg.whiten import Whitener, whitened_factors, whitened_svd, whitening
 
@@ -20,13 +21,16 @@ __all__ = [
     "Factors",
     "GramAccumulator",
     "Whitener",
+    "covariance_factors",
     "effective_rank",
+    "eigen_directions",
     "energy_curve",
     "frobenius_norm",
     "nuclear_norm",
     "rank_for_energy",
     "singular_values",
     "spectral_norm",
+    "split_off",
     "stable_rank",
     "svd",
     "truncation_error",

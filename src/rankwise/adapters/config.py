@@ -1,0 +1,135 @@
+"""Adapter method configs (pydantic, YAML round-trippable) and the one registry of adapter methods.
+
+A method is one module that defines its config class (a subclass of `AdapterConfig` with a
+``method`` literal) and its pure init function, and registers both with `register`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rankwise.errors import RankwiseError
+
+if TYPE_CHECKING:
+    import torch
+
+
+class AdapterConfig(BaseModel):
+    """Knobs every adapter method shares.
+
+    ``alpha`` sets the scaling s = alpha / rank (alpha / √rank with ``rslora``, Kalajdzievski 2023);
+    ``alpha=None`` means alpha = rank, i.e. s = 1 (or √rank with rsLoRA).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    rank: int = Field(default=16, gt=0, description="adapter rank r")
+    alpha: float | None = Field(default=None, gt=0, description="scaling numerator; None means alpha = rank")
+    rslora: bool = Field(default=False, description="scale by alpha/sqrt(r) instead of alpha/r (rsLoRA)")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
+    seed: int = Field(default=0, description="seed of every random draw of the init")
+
+    #: True when the init changes the frozen base weight (W_res = W − s·B₀A₀), so that export
+    #: needs the initial factors.
+    changes_base: ClassVar[bool] = False
+    #: True when the init needs input statistics from calibration windows.
+    needs_calibration: ClassVar[bool] = False
+
+    def scaling(self, rank: int | None = None) -> float:
+        """The factor s multiplying B·A for a layer of the given rank (default: ``self.rank``)."""
+        r = self.rank if rank is None else rank
+        alpha = float(self.rank if self.alpha is None else self.alpha)
+        return alpha / math.sqrt(r) if self.rslora else alpha / r
+
+
+class CalibrationData(BaseModel):
+    """Where calibration windows for data-aware inits (CorDA, EVA) come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(default="wiki", description="bundled corpus, text file, or hf:NAME")
+    windows: int = Field(default=32, gt=0, description="number of calibration windows")
+    seq_len: int = Field(default=256, gt=0, description="tokens per window")
+    batch_size: int = Field(default=4, gt=0)
+
+
+@dataclass(frozen=True)
+class AdapterInit:
+    """Initial tensors of one adapted layer.
+
+    ``A`` [r, n], ``B`` [m, r] (fp32); ``residual`` [m, n] replaces the frozen base weight when the
+    method changes it (None: the base weight stays as it is).
+    """
+
+    A: torch.Tensor
+    B: torch.Tensor
+    residual: torch.Tensor | None = None
+
+
+#: ``init(weights, grams, config) -> inits``: ``weights`` maps layer name → W [m, n] (fp32), ``grams``
+#: maps layer name → mean input Gram E[x xᵀ] [n, n] (fp64; empty unless ``needs_calibration``).
+InitFn = Callable[[dict[str, "torch.Tensor"], dict[str, "torch.Tensor"], Any], dict[str, AdapterInit]]
+
+
+@dataclass(frozen=True)
+class AdapterMethod:
+    name: str
+    config: type[AdapterConfig]
+    init: InitFn
+
+
+METHODS: dict[str, AdapterMethod] = {}
+
+
+def register(name: str, config: type[AdapterConfig]) -> Callable[[InitFn], InitFn]:
+    """Decorator for a method's init function: ``@register("pissa", PiSSA)``."""
+
+    def wrap(fn: InitFn) -> InitFn:
+        METHODS[name] = AdapterMethod(name, config, fn)
+        return fn
+
+    return wrap
+
+
+def _load_methods() -> None:
+    # Importing the method modules fills METHODS (each registers itself).
+    from rankwise.adapters import corda, eva, lora, milora, pissa  # noqa: F401
+
+
+def method_names() -> list[str]:
+    _load_methods()
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> AdapterMethod:
+    _load_methods()
+    if name not in METHODS:
+        raise RankwiseError(f"unknown adapter method '{name}'; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
+    """Rebuild a method config from its ``model_dump()`` (e.g. read back from YAML)."""
+    from pydantic import ValidationError
+
+    name = data.get("method")
+    if not isinstance(name, str):
+        raise RankwiseError("adapter config has no 'method' field")
+    cls = get_method(name).config
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise RankwiseError(f"invalid {name} config: {loc}: {first['msg']}") from None
+
+
+def make_config(method: str, **kwargs: Any) -> AdapterConfig:
+    """``make_config("pissa", rank=16)``; unknown knobs give a one-line error."""
+    return config_from_dict({"method": method, **{k: v for k, v in kwargs.items() if v is not None}})

@@ -1,0 +1,103 @@
+"""`AdapterLinear`: a frozen `nn.Linear` plus a trainable low-rank term, y = W x + b + s · B A x."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class AdapterLinear(nn.Module):
+    """Wraps ``base`` (kept as a submodule, frozen) with ``lora_A`` [r, n] and ``lora_B`` [m, r].
+
+    ``init_A``/``init_B`` (buffers, possibly empty) are the initial factors of methods that changed
+    the base weight: the original weight is W₀ = W_res + s · init_B · init_A, which is what the
+    PEFT export and `load_adapter` rebuild from. Adapter tensors are fp32 whatever the model dtype.
+    """
+
+    base: nn.Linear
+    init_A: torch.Tensor
+    init_B: torch.Tensor
+
+    def __init__(self, base: nn.Linear, A: torch.Tensor, B: torch.Tensor, scaling: float, dropout: float = 0.0,
+                 init_A: torch.Tensor | None = None, init_B: torch.Tensor | None = None) -> None:
+        super().__init__()
+        m, n = base.weight.shape
+        r = A.shape[0]
+        if A.shape != (r, n) or B.shape != (m, r):
+            raise ValueError(f"adapter shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit a {m}x{n} layer")
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.lora_A = nn.Parameter(A.detach().to(torch.float32).clone())
+        self.lora_B = nn.Parameter(B.detach().to(torch.float32).clone())
+        empty = torch.zeros(0)
+        self.register_buffer("init_A", empty if init_A is None else init_A.detach().float().clone())
+        self.register_buffer("init_B", empty if init_B is None else init_B.detach().float().clone())
+        self.scaling = float(scaling)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    @property
+    def rank(self) -> int:
+        return int(self.lora_A.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return int(self.base.in_features)
+
+    @property
+    def out_features(self) -> int:
+        return int(self.base.out_features)
+
+    @property
+    def changes_base(self) -> bool:
+        return self.init_A.numel() > 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., n] → [..., m]."""
+        y: torch.Tensor = self.base(x)
+        if self.merged:
+            return y
+        h = self.dropout(x).to(self.lora_A.dtype)
+        delta = F.linear(F.linear(h, self.lora_A), self.lora_B)
+        out: torch.Tensor = y + (delta * self.scaling).to(y.dtype)
+        return out
+
+    def init_A_tensor(self) -> torch.Tensor:
+        return self.init_A
+
+    def init_B_tensor(self) -> torch.Tensor:
+        return self.init_B
+
+    def delta_weight(self) -> torch.Tensor:
+        """s · B A [m, n] in fp32."""
+        return (self.lora_B @ self.lora_A).detach() * self.scaling
+
+    def original_weight(self) -> torch.Tensor:
+        """W₀ [m, n] (fp32): the weight before the init changed it (the base weight if it did not)."""
+        W = self.base.weight.detach().float()
+        if self.merged:
+            W = W - self.delta_weight()
+        if self.changes_base:
+            W = W + (self.init_B @ self.init_A) * self.scaling
+        return W
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold s·B·A into the base weight; the forward then runs the base layer alone."""
+        if not self.merged:
+            W = self.base.weight
+            W.copy_((W.float() + self.delta_weight()).to(W.dtype))
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract s·B·A again (restores the pre-merge weight up to fp rounding)."""
+        if self.merged:
+            W = self.base.weight
+            W.copy_((W.float() - self.delta_weight()).to(W.dtype))
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, scaling={self.scaling:g}, changes_base={self.changes_base}, merged={self.merged}"

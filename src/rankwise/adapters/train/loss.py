@@ -1,0 +1,65 @@
+"""Causal-LM loss without full-vocabulary logits for every position at once.
+
+The LM head is frozen during adapter training, so the gradient of the summed cross-entropy with
+respect to the final hidden states, (softmax(h Eᵀ) − onehot) E, can be formed chunk by chunk in
+the forward pass. Only one chunk of logits [chunk, V] exists at a time and nothing vocabulary-sized
+is kept for the backward pass (nor recomputed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from rankwise.eval.perplexity import _hidden_and_head
+
+
+class _ChunkedLinearCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        grad = torch.empty_like(hidden)
+        total = torch.zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = nn.functional.linear(h, weight, bias).float()  # [c, V]
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            probs[torch.arange(t.numel()), t] -= 1.0
+            grad[start : start + chunk] = probs.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out.to(grad.dtype), None, None, None, None
+
+
+def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                 targets: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Summed cross-entropy of ``hidden`` [N, d] through a *frozen* head ``weight`` [V, d] (+ ``bias`` [V])
+    against ``targets`` [N] (int64); differentiable with respect to ``hidden`` only."""
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        raise ValueError("chunked_linear_cross_entropy needs a frozen LM head")
+    out: torch.Tensor = _ChunkedLinearCE.apply(hidden, weight.detach(), None if bias is None else bias.detach(),
+                                               targets, chunk)  # type: ignore[no-untyped-call]
+    return out
+
+
+def causal_lm_loss(model: nn.Module, batch: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL of ``batch`` [B, T] (differentiable) and the number of predicted tokens."""
+    targets = batch[:, 1:].reshape(-1)
+    parts = _hidden_and_head(model)
+    head_weight = getattr(parts[1], "weight", None) if parts else None
+    if parts is None or not isinstance(head_weight, torch.Tensor) or head_weight.requires_grad:
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
+        return loss, targets.numel()
+    body, head = parts
+    hidden = body(input_ids=batch, use_cache=False).last_hidden_state[:, :-1].reshape(targets.numel(), -1)
+    bias = getattr(head, "bias", None)
+    return chunked_linear_cross_entropy(hidden, head_weight, bias, targets, chunk), targets.numel()

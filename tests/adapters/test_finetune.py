@@ -1,0 +1,125 @@
+"""The fine-tuning loop on a tiny model: loss goes down, resume is exact, NaN and changed configs stop cleanly."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import rankwise as rw
+from rankwise.adapters.train import FinetuneConfig, finetune, learning_rate
+from rankwise.adapters.train import loop as loop_module
+from rankwise.adapters.train.loss import causal_lm_loss
+from rankwise.errors import RankwiseError
+from tests.conftest import tiny_llama
+
+TRAIN = torch.randint(0, 128, (12, 16), generator=torch.Generator().manual_seed(0))
+HELD = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(1))
+
+
+def cfg(method: str = "pissa", **kw: object) -> FinetuneConfig:
+    base: dict[str, object] = {"adapter": {"method": method, "rank": 4, "dropout": 0.1}, "seq_len": 16,
+                               "batch_size": 2, "grad_accum": 2, "steps": 6, "lr": 1e-2, "warmup_steps": 2,
+                               "checkpoint_every": 2, "loss_chunk": 7}
+    base.update(kw)
+    return FinetuneConfig.model_validate(base)
+
+
+def run(config: FinetuneConfig, out: Path, **kw: object) -> dict[str, object]:
+    return finetune(config, out, model=tiny_llama(), train_windows=TRAIN, eval_windows=HELD, progress=False, **kw)
+
+
+def test_chunked_loss_matches_full_logits_loss_and_gradient() -> None:
+    model = rw.adapt(tiny_llama(), rw.adapters.LoRA(rank=2))
+    with torch.no_grad():
+        for layer in rw.adapters.adapter_layers(model).values():
+            layer.lora_B.normal_()
+    batch = TRAIN[:3]
+    ours, n = causal_lm_loss(model, batch, chunk=5)
+    ours.backward()
+    g_ours = {k: p.grad.clone() for k, p in rw.adapters.trainable_parameters(model).items()}
+    model.zero_grad()
+    logits = model(batch).logits[:, :-1].reshape(-1, 128)
+    ref = torch.nn.functional.cross_entropy(logits, batch[:, 1:].reshape(-1), reduction="sum")
+    ref.backward()
+    assert n == 3 * 15
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+    for k, p in rw.adapters.trainable_parameters(model).items():
+        assert (g_ours[k] - p.grad).norm() <= 1e-4 * p.grad.norm(), k
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    lrs = [learning_rate(s, 10, 1.0, warmup=2, min_ratio=0.1) for s in range(10)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
+
+
+def test_run_folder_and_loss_goes_down(tmp_path: Path) -> None:
+    report = run(cfg(steps=10), tmp_path / "run")
+    folder = tmp_path / "run"
+    assert {p.name for p in folder.iterdir()} == {"adapter.safetensors", "adapter.yaml", "config.yaml",
+                                                   "report.json"}
+    assert not (tmp_path / ".run.partial").exists()
+    saved = json.loads((folder / "report.json").read_text())
+    assert saved["steps"] == 10 and saved["losses"][-1] < saved["losses"][0]
+    assert report["perplexity_after"] < report["perplexity_before"]
+    assert FinetuneConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text())) == cfg(steps=10)
+    model = rw.adapters.load_adapter(tiny_llama(), folder)
+    with torch.no_grad():
+        ppl = rw.eval.perplexity(model, HELD, progress=False).perplexity
+    assert ppl == pytest.approx(report["perplexity_after"], rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["pissa", "lora"])
+def test_resume_reaches_the_same_weights(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(cfg(method), tmp_path / "full")
+    real_step = loop_module._train_step
+
+    def crash_at_step_5(model, config, train, step, params):  # type: ignore[no-untyped-def]
+        if step == 4:
+            raise KeyboardInterrupt
+        return real_step(model, config, train, step, params)
+
+    monkeypatch.setattr(loop_module, "_train_step", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(method), tmp_path / "resumed")
+    assert not (tmp_path / "resumed").exists() and (tmp_path / ".resumed.partial" / "checkpoint").is_dir()
+    monkeypatch.setattr(loop_module, "_train_step", real_step)
+    with pytest.raises(RankwiseError, match="interrupted run"):
+        run(cfg(method), tmp_path / "resumed")
+    with pytest.raises(RankwiseError, match=r"changed config \(lr 0.01 -> 0.02\)"):
+        run(cfg(method, lr=2e-2), tmp_path / "resumed", resume=True)
+    run(cfg(method), tmp_path / "resumed", resume=True)
+    full = (tmp_path / "full" / "adapter.safetensors").read_bytes()
+    assert (tmp_path / "resumed" / "adapter.safetensors").read_bytes() == full
+    a = json.loads((tmp_path / "full" / "report.json").read_text())
+    b = json.loads((tmp_path / "resumed" / "report.json").read_text())
+    assert a["losses"] == b["losses"]
+
+
+def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = loop_module._train_step
+
+    def nan_at_step_4(model, config, train, step, params):  # type: ignore[no-untyped-def]
+        loss, norm, tokens = real_step(model, config, train, step, params)
+        return (float("nan") if step == 3 else loss), norm, tokens
+
+    monkeypatch.setattr(loop_module, "_train_step", nan_at_step_4)
+    with pytest.raises(RankwiseError, match=r"loss became nan at step 4.*checkpoint \(step 2\)"):
+        run(cfg(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert (tmp_path / ".run.partial" / "checkpoint" / "adapter.safetensors").is_file()
+
+
+def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("x")
+    with pytest.raises(RankwiseError, match="already exists"):
+        run(cfg(), tmp_path / "run")
+    assert (tmp_path / "run" / "keep.txt").read_text() == "x"
+    with pytest.raises(RankwiseError, match="nothing to resume"):
+        run(cfg(), tmp_path / "other", resume=True)

@@ -1,0 +1,139 @@
+"""Every registered adapter method through the shared invariants, on a tiny Llama."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import rankwise as rw
+from rankwise.adapters import adapter_layers, method_names
+from rankwise.errors import RankwiseError
+from tests.conftest import tiny_llama
+
+METHODS = method_names()
+X = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))
+CALIB = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(2))
+
+
+def adapted(method: str, seed: int = 0, **kw: object) -> torch.nn.Module:
+    model = tiny_llama(seed)
+    return rw.adapt(model, rw.adapters.make_config(method, rank=4, **kw), calibration=CALIB)
+
+
+def perturb(model: torch.nn.Module, seed: int = 3) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in rw.adapters.trainable_parameters(model).values():
+            p.add_(0.2 * torch.randn(p.shape, generator=gen))
+
+
+def logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(X).logits
+
+
+def test_registry_lists_every_method() -> None:
+    assert set(METHODS) == {"lora", "pissa", "milora", "corda", "eva"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_output_equals_base_at_init(method: str) -> None:
+    ref = logits(tiny_llama())
+    model = adapted(method)
+    assert adapter_layers(model)
+    torch.testing.assert_close(logits(model), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradients_reach_only_trainable_parameters(method: str) -> None:
+    model = adapted(method)
+    perturb(model)  # B != 0 so A gets a nonzero gradient too
+    trainable = rw.adapters.trainable_parameters(model)
+    assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    model(X).logits.square().mean().backward()
+    for name, p in model.named_parameters():
+        if name in trainable:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_save_load_round_trip(method: str, tmp_path: Path) -> None:
+    model = adapted(method)
+    perturb(model)
+    rw.adapters.save_adapter(model, tmp_path / "a")
+    fresh = rw.adapters.load_adapter(tiny_llama(), tmp_path / "a")
+    assert torch.equal(logits(fresh), logits(model))
+    assert rw.adapters.adapter_config(fresh) == rw.adapters.adapter_config(model)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_merge_unmerge(method: str) -> None:
+    model = adapted(method)
+    perturb(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = logits(model)
+    rw.adapters.merge(model)
+    torch.testing.assert_close(logits(model), out, atol=1e-5, rtol=0)
+    rw.adapters.unmerge(model)
+    for n, p in model.named_parameters():
+        assert (p - before[n]).abs().max() <= 1e-6, n
+    torch.testing.assert_close(logits(model), out, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_peft_export_loads_in_peft_with_equal_logits(method: str, tmp_path: Path) -> None:
+    peft = pytest.importorskip("peft")
+    model = adapted(method)
+    perturb(model)
+    rw.adapters.export_peft(model, tmp_path / "peft")
+    ours = logits(model)
+    loaded = peft.PeftModel.from_pretrained(tiny_llama(), str(tmp_path / "peft"))
+    torch.testing.assert_close(logits(loaded), ours, atol=1e-5, rtol=0)
+    # and back into rankwise
+    back = rw.adapters.load_peft(tiny_llama(), tmp_path / "peft")
+    torch.testing.assert_close(logits(back), ours, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_same_bytes(method: str) -> None:
+    a, b = adapted(method), adapted(method)
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert na == nb and torch.equal(pa, pb), na
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rank_at_or_above_min_dim_is_a_clear_error(method: str) -> None:
+    model = tiny_llama()
+    with pytest.raises(RankwiseError, match="rank 16 is not below min"):
+        rw.adapt(model, rw.adapters.make_config(method, rank=16), targets=["k_proj"], calibration=CALIB)
+    assert not adapter_layers(model)
+
+
+def test_bad_targets_and_unknown_knobs() -> None:
+    with pytest.raises(RankwiseError, match=r"did you mean .*q_proj"):
+        rw.adapt(tiny_llama(), rw.adapters.LoRA(rank=2), targets=["q_prj"])
+    with pytest.raises(RankwiseError, match="invalid pissa config: niterr"):
+        rw.adapters.make_config("pissa", niterr=3)
+    with pytest.raises(RankwiseError, match="unknown adapter method 'dora'"):
+        rw.adapters.make_config("dora")
+
+
+def test_adapter_for_another_base_is_refused(tmp_path: Path) -> None:
+    rw.adapters.save_adapter(adapted("pissa"), tmp_path / "a")
+    other = tiny_llama(hidden=48)
+    with pytest.raises(RankwiseError, match="another base model"):
+        rw.adapters.load_adapter(other, tmp_path / "a")
+    assert not adapter_layers(other)
+
+
+def test_config_yaml_round_trip() -> None:
+    import yaml
+
+    for method in METHODS:
+        cfg = rw.adapters.make_config(method, rank=8)
+        again = rw.adapters.config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"))))
+        assert again == cfg
