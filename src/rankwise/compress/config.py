@@ -22,6 +22,8 @@ class CompressConfig(BaseModel):
     rank_multiple: int = Field(8, ge=1, description="ranks are rounded to a multiple of this")
     sequential: bool = Field(False, description="collect statistics block by block on the already "
                              "compressed model (data-aware methods)")
+    sensitivity_windows: int = Field(16, ge=0, description="calibration windows whose LM-loss gradients weigh "
+                                     "each layer's error for the global allocator (0: relative errors)")
 
     @field_validator("ratio")
     @classmethod

@@ -17,7 +17,7 @@ from rankwise.compress.allocators.base import MatrixSpectrum, check_feasible, ge
 from rankwise.compress.config import CompressConfig
 from rankwise.compress.registry import Compressor, get_compressor
 from rankwise.compress.report import CompressionReport, MatrixResult
-from rankwise.compress.stats import LayerStats, fisher_stats, gram_stats
+from rankwise.compress.stats import LayerStats, fisher_stats, gram_stats, output_sensitivity
 from rankwise.errors import RankwiseError
 from rankwise.eval.params import parameter_count
 from rankwise.linalg.factors import Factors
@@ -72,6 +72,10 @@ def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "a
     t0 = time.perf_counter()
     with torch.no_grad():
         stats = collect_stats(model, compressor, names, calib, batch_size, progress)
+    sensitivity: dict[str, float] = {}
+    if config.alloc == "global" and calib is not None and config.sensitivity_windows > 0:
+        sensitivity = output_sensitivity(model, names, calib[: config.sensitivity_windows],
+                                         max(1, batch_size // 2), progress)
     t1 = time.perf_counter()
 
     def one(name: str) -> tuple[Factors, MatrixSpectrum]:
@@ -81,7 +85,8 @@ def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "a
             if not (torch.isfinite(f.U).all() and torch.isfinite(f.S).all() and torch.isfinite(f.Vh).all()):
                 raise RankwiseError(f"decomposition of {name} is not finite; check the model and calibration data")
             weight_sv = singular_values(W) if config.alloc == "welore" else f.S
-            return f, MatrixSpectrum(name, W.shape[0], W.shape[1], f.S.double().square(), weight_sv)
+            return f, MatrixSpectrum(name, W.shape[0], W.shape[1], f.S.double().square(), weight_sv,
+                                     sensitivity.get(name))
 
     with tqdm(total=len(names), desc="decomposition", disable=not progress, unit="matrix") as bar:
         done = parallel_map(one, names, on_done=bar.update)

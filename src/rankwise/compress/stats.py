@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,3 +71,42 @@ def fisher_stats(model: nn.Module, names: list[str], windows: torch.Tensor, batc
             for p, flag in flags.items():
                 p.requires_grad_(flag)
     return rows
+
+
+def output_sensitivity(model: nn.Module, names: list[str], windows: torch.Tensor, batch_size: int,
+                       progress: bool) -> dict[str, float]:
+    """Mean squared LM-loss gradient per output element of each named layer: E_t[‖∂L/∂y_t‖²]/m.
+
+    To second order, perturbing a layer's outputs by δY changes the loss by about
+    ½·Σ_t δy_tᵀ F δy_t; with F ≈ (this scalar)·I per layer, a truncation whose output error is
+    ‖δY‖²_F costs ≈ ½·sensitivity·‖δY‖²_F / tokens. That puts every layer's error curve in the same
+    unit (loss), which rank allocation needs. Only activation gradients are computed: the embedding
+    output is the one tensor that requires grad, so no weight gradient is ever formed.
+    """
+    sums = {name: 0.0 for name in names}
+    sizes = {name: linear_at(model, name).out_features for name in names}
+    tokens = 0
+    handles = []
+
+    def make(name: str) -> Any:
+        def hook(_m: nn.Module, _gin: Any, gout: tuple[torch.Tensor, ...]) -> None:
+            sums[name] += float(gout[0].detach().double().square().sum())
+
+        return hook
+
+    embed: nn.Module = model.get_input_embeddings()  # type: ignore[operator]
+    handles.append(embed.register_forward_hook(lambda _m, _a, out: out.requires_grad_(True)))
+    for name in names:
+        handles.append(linear_at(model, name).register_full_backward_hook(make(name)))
+    try:
+        with torch.enable_grad():
+            for start in tqdm(range(0, windows.shape[0], batch_size), desc="sensitivity", disable=not progress,
+                              unit="batch"):
+                batch = windows[start : start + batch_size]
+                nll, _ = window_nll(model, batch)
+                nll.backward()  # type: ignore[no-untyped-call]  # summed NLL: every token weighs 1
+                tokens += batch.numel()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: sums[name] / tokens / sizes[name] for name in names}

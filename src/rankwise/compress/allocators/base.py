@@ -23,6 +23,7 @@ class MatrixSpectrum:
     in_features: int
     error_sq: torch.Tensor
     weight_sv: torch.Tensor
+    sensitivity: float | None = None  # loss per unit of squared output error (see stats.output_sensitivity)
 
     @property
     def dense_params(self) -> int:

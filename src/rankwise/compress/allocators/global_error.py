@@ -71,10 +71,20 @@ def greedy_allocation(spectra: list[MatrixSpectrum], ratio: float, multiple: int
     return ranks
 
 
+
 @register("global")
 def allocate_global(spectra: list[MatrixSpectrum], ratio: float, multiple: int) -> dict[str, int | None]:
-    """Minimise the summed absolute output error (the whitened tails) under the budget."""
-    return greedy_allocation(spectra, ratio, multiple, normalize=False)
+    """Minimise the summed estimated loss increase under the budget.
+
+    With output sensitivities (measured from LM-loss gradients), each tail becomes
+    sensitivity × ‖δY‖², an estimate of the loss increase in one unit for all layers. Without them,
+    tails are relative errors (each over its matrix's total), the best data-free normalisation.
+    """
+    if all(s.sensitivity is not None for s in spectra):
+        weighted = [MatrixSpectrum(s.name, s.out_features, s.in_features, s.error_sq * float(s.sensitivity or 0.0),
+                                   s.weight_sv, s.sensitivity) for s in spectra]
+        return greedy_allocation(weighted, ratio, multiple, normalize=False)
+    return greedy_allocation(spectra, ratio, multiple, normalize=True)
 
 
 @register("global_relative")
