@@ -14,12 +14,14 @@ from rankwise.errors import RankwiseError
 
 if TYPE_CHECKING:
     from rankwise import data, eval, io, linalg
+    from rankwise.analysis.analyze import analyze
     from rankwise.io.loading import load_model
     from rankwise.io.saving import save_model
 
 __all__ = [
     "RankwiseError",
     "__version__",
+    "analyze",
     "data",
     "eval",
     "io",
@@ -31,6 +33,7 @@ __all__ = [
 _SUBMODULES = {"data", "eval", "io", "linalg", "compress", "adapters", "analysis", "merge", "optim", "calib",
                "modules"}
 _FUNCTIONS = {
+    "analyze": ("rankwise.analysis.analyze", "analyze"),
     "load_model": ("rankwise.io.loading", "load_model"),
     "save_model": ("rankwise.io.saving", "save_model"),
 }

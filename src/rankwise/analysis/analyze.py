@@ -120,6 +120,7 @@ def analyze(
     config: AnalyzeConfig | None = None,
     *,
     against: Any = None,
+    tokens: torch.Tensor | None = None,
     progress: bool = True,
     **overrides: Any,
 ) -> AnalysisReport:
@@ -127,6 +128,7 @@ def analyze(
 
     ``model``: a loaded ``nn.Module``, a model folder, or a bundled name (folders are streamed one
     tensor at a time). ``against``: a base model/folder: adds the analysis of ΔW = W − W_base.
+    ``tokens``: int64 [N, T] windows for the gradient mode instead of ``config.data``.
     ``config`` or keyword overrides (``fast=True``, ``gradients=True``, ...): see :class:`AnalyzeConfig`.
     """
     cfg = (config or AnalyzeConfig()).model_copy(update=overrides) if overrides else (config or AnalyzeConfig())
@@ -137,19 +139,23 @@ def analyze(
     if base is not None:
         from rankwise.analysis.delta import check_pairs
 
-        check_pairs(source, base)
+        check_pairs(source, base)  # before any long work
     rows, spectra, tau = weight_pass(source, cfg, progress)
     report = AnalysisReport(rows=rows, spectra=spectra, definitions=definitions(_metric_names(cfg)),
                             meta={"model": _describe(model), "config": cfg.model_dump(), "welore_tau": tau})
     if base is not None:
+        from rankwise.analysis.delta import DEFINITIONS as DELTA_DEFINITIONS
         from rankwise.analysis.delta import delta_pass
 
         report.delta_rows, report.delta_spectra = delta_pass(source, base, cfg, progress)
         report.meta["against"] = _describe(against)
-    if cfg.gradients:
+        report.definitions.update(DELTA_DEFINITIONS)
+    if cfg.gradients or tokens is not None:
+        from rankwise.analysis.gradients import DEFINITIONS as GRADIENT_DEFINITIONS
         from rankwise.analysis.gradients import gradient_pass
 
-        report.gradient_rows = gradient_pass(model, cfg, progress)
+        report.gradient_rows = gradient_pass(model, cfg, progress, tokens)
+        report.definitions.update(GRADIENT_DEFINITIONS)
     report.meta["seconds"] = round(time.perf_counter() - start, 3)
     report.meta["threads"] = torch.get_num_threads()
     return report

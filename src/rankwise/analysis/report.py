@@ -81,7 +81,8 @@ class AnalysisReport:
             payload["delta"] = self.delta_rows
         if self.gradient_rows:
             payload["gradients"] = self.gradient_rows
-        return _sanitize(payload)
+        clean: dict[str, Any] = _sanitize(payload)
+        return clean
 
     def to_json(self) -> str:
         """The whole report (without the raw spectra) as JSON; missing values are ``null``."""

@@ -86,7 +86,7 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     with open(path, "rb") as fh:
         raw = fh.read(8)
         if len(raw) < 8:
-            raise RankwiseError(f"{path} is not a safetensors file (only {size} bytes); the file is truncated or corrupt")
+            raise RankwiseError(f"{path} is not a safetensors file (only {size} bytes); it is truncated or corrupt")
         (length,) = struct.unpack("<Q", raw)
         if length <= 0 or length > _MAX_HEADER or 8 + length > size:
             raise RankwiseError(f"{path} has a corrupt safetensors header (header length {length}, file size {size}); "
@@ -204,10 +204,15 @@ def open_source(model: Any, include: str | None = None) -> MatrixSource:
     raise RankwiseError(f"cannot analyse a {type(model).__name__}; pass a model, a model folder or a bundled name")
 
 
+def load_matrix(source: MatrixSource, name: str) -> torch.Tensor:
+    """The fp32 matrix ``name`` [m, n]; NaN/inf raises RankwiseError."""
+    W = source.get(name).to(torch.float32)
+    if not torch.isfinite(W).all():
+        raise RankwiseError(f"matrix {name} contains NaN or inf values; the checkpoint is corrupt")
+    return W
+
+
 def iter_matrices(source: MatrixSource) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, fp32 matrix) in source order; a matrix with NaN/inf raises RankwiseError."""
     for name, _ in source.entries():
-        W = source.get(name).to(torch.float32)
-        if not torch.isfinite(W).all():
-            raise RankwiseError(f"matrix {name} contains NaN or inf values; the checkpoint is corrupt")
-        yield name, W
+        yield name, load_matrix(source, name)

@@ -10,7 +10,7 @@ from rankwise.cli.common import Parser
 from rankwise.errors import RankwiseError
 
 #: Subcommand modules, each with ``register(subparsers)``; a new command is one file plus one entry.
-SUBCOMMANDS = ["info", "eval_cmd"]
+SUBCOMMANDS = ["info", "eval_cmd", "analyze"]
 
 
 def build_parser() -> Parser:

@@ -17,5 +17,5 @@ def gram_singular_values(W: torch.Tensor, dtype: torch.dtype = torch.float64) ->
     if W.ndim != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {tuple(W.shape)}")
     A = (W if W.shape[0] <= W.shape[1] else W.mT).to(dtype)
-    evals = torch.linalg.eigvalsh(A @ A.mT).to(torch.float64)
+    evals: torch.Tensor = torch.linalg.eigvalsh(A @ A.mT).to(torch.float64)
     return evals.clamp_min(0.0).sqrt().flip(0)
