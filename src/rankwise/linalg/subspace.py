@@ -20,7 +20,7 @@ def subspace_overlap(U_a: torch.Tensor, U_b: torch.Tensor, k: int) -> float:
     if k <= 0:
         return 0.0
     C = U_a[:, :k].double().mT @ U_b[:, :k].double()  # [k, k]
-    return float(C.square().sum()) / k
+    return min(1.0, float(C.square().sum()) / k)  # round-off of fp32 bases can reach 1 + 1e-7
 
 
 def intruder_dimensions(U_ft: torch.Tensor, U_base: torch.Tensor, k: int = 10, threshold: float = 0.5) -> int:
