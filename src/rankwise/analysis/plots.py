@@ -59,6 +59,7 @@ def singular_value_curves(report: AnalysisReport, delta: bool = False) -> str:
         ax.set_title(kind, fontsize=9)
         ax.set_xlabel("index i", fontsize=8)
         ax.set_ylabel("σ_i / σ₁", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.suptitle(("ΔW " if delta else "") + "singular values per matrix type (colour: layer, dark = first)",
                  fontsize=10)
     return _png(fig)
@@ -105,17 +106,20 @@ def energy_curves(report: AnalysisReport) -> str:
         ax.set_title(kind, fontsize=9)
         ax.set_xlabel("rank / min(m, n)", fontsize=8)
         ax.set_ylabel("energy kept", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.suptitle("energy curves (dotted: 90 % and 99 %)", fontsize=10)
     return _png(fig)
 
 
 def _per_layer(ax: Any, rows: list[dict[str, Any]], column: str, marker: str = "o") -> bool:
+    """One line per matrix type against depth; a type keeps its colour in every panel."""
     drawn = False
-    for kind, items in _by_type([r for r in rows if r.get("layer") is not None]).items():
+    groups = _by_type([r for r in rows if r.get("layer") is not None])
+    for index, (kind, items) in enumerate(groups.items()):
         points = sorted((r["layer"], r[column]) for r in items if r.get(column) is not None)
         if points:
             xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker=marker, ms=3, lw=1, label=kind)
+            ax.plot(xs, ys, marker=marker, ms=3, lw=1, label=kind, color=f"C{index % 10}")
             drawn = True
     return drawn
 
