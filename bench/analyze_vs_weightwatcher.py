@@ -36,8 +36,9 @@ def _child_rankwise(out: str) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     model_bytes = os.path.getsize(os.path.join(str(folder), "model.safetensors"))
     alphas = {r["name"].removesuffix(".weight"): r["alpha"] for r in report.table}
-    json.dump({"seconds": seconds, "alphas": alphas, "base_rss_kb": base_rss, "peak_rss_kb": peak,
-               "model_bytes": model_bytes, "threads": report.meta["threads"]}, open(out, "w"))
+    with open(out, "w") as fh:
+        json.dump({"seconds": seconds, "alphas": alphas, "base_rss_kb": base_rss, "peak_rss_kb": peak,
+                   "model_bytes": model_bytes, "threads": report.meta["threads"]}, fh)
 
 
 def _child_weightwatcher(out: str) -> None:
@@ -56,7 +57,8 @@ def _child_weightwatcher(out: str) -> None:
     seconds = time.perf_counter() - start
     col = "longname" if "longname" in details.columns else "name"
     alphas = {str(r[col]): float(r["alpha"]) for _, r in details.iterrows()}
-    json.dump({"seconds": seconds, "alphas": alphas, "modules": names}, open(out, "w"))
+    with open(out, "w") as fh:
+        json.dump({"seconds": seconds, "alphas": alphas, "modules": names}, fh)
 
 
 def _run(kind: str, env_extra: dict[str, str]) -> dict[str, object]:

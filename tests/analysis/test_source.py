@@ -47,7 +47,7 @@ def _truncate(path: Path, keep: int) -> None:
 def test_truncated_file_is_one_clear_error(tiny_folder: Path) -> None:
     weights = tiny_folder / "model.safetensors"
     _truncate(weights, weights.stat().st_size - 100)
-    with pytest.raises(RankwiseError, match="is truncated: tensor .* ends at byte"):
+    with pytest.raises(RankwiseError, match=r"is truncated: tensor .* ends at byte"):
         FolderSource(tiny_folder)
     _truncate(weights, 5)
     with pytest.raises(RankwiseError, match="not a safetensors file"):
@@ -57,7 +57,6 @@ def test_truncated_file_is_one_clear_error(tiny_folder: Path) -> None:
 def test_corrupt_header_is_one_clear_error(tiny_folder: Path) -> None:
     weights = tiny_folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
-    (length,) = struct.unpack("<Q", data[:8])
     data[8:12] = b"\xff\xfe{{"
     weights.write_bytes(bytes(data))
     with pytest.raises(RankwiseError, match="corrupt safetensors header"):
@@ -71,7 +70,7 @@ def test_not_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(RankwiseError, match="not a model folder"):
         FolderSource(tmp_path)
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(RankwiseError, match="holds no .safetensors weights"):
+    with pytest.raises(RankwiseError, match=r"holds no \.safetensors weights"):
         FolderSource(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(RankwiseError, match="never unpickles"):

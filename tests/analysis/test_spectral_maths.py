@@ -24,7 +24,7 @@ def _reference_fit(evals: np.ndarray) -> tuple[float, float]:
         D = 1.0
         if alpha > 1:
             D = float(np.max(np.abs(1 - (tail / x[i]) ** (1 - alpha) - np.arange(n) / n)))
-        if D < best[0]:
+        if best[0] > D:
             best = (D, alpha, x[i])
     return best[1], best[2]
 

@@ -42,8 +42,14 @@ def spectrum_of(name: str, W: torch.Tensor, cfg: AnalyzeConfig) -> Spectrum:
         s = svd(W, rank=cfg.fast_rank, method="randomized", seed=cfg.seed).S.double()
     else:
         s = gram_singular_values(W, torch.float64 if cfg.precision == "fp64" else torch.float32)
-    frob2 = float(W.double().square().sum())
+    # Exact spectrum: ‖W‖²_F = Σσ² (the Gram's trace); top-k only: sum W's squares instead.
+    frob2 = _frobenius_squared(W) if partial else float(s.square().sum())
     return Spectrum(name, (m, n), s, frob2, W, partial, cfg)
+
+
+def _frobenius_squared(W: torch.Tensor, rows: int = 4096) -> float:
+    """‖W‖²_F accumulated in fp64 over row blocks: no full-size fp64 copy of a large matrix."""
+    return sum(float(W[i : i + rows].double().square().sum()) for i in range(0, W.shape[0], rows))
 
 
 def matrix_row(spec: Spectrum, names: list[str]) -> dict[str, Any]:

@@ -172,10 +172,11 @@ class FolderSource:
     def get(self, name: str) -> torch.Tensor:
         """The tensor ``name`` [m, n] in its stored dtype, read from disk now."""
         e = self._entries[name]
+        buf = bytearray(e.nbytes)  # read straight into the tensor's storage: one copy of the bytes, not two
         with open(e.file, "rb") as fh:
             fh.seek(e.start)
-            buf = bytearray(fh.read(e.nbytes))
-        if len(buf) != e.nbytes:
+            got = fh.readinto(buf)
+        if got != e.nbytes:
             raise RankwiseError(f"{e.file} is truncated while reading tensor {name}")
         return torch.frombuffer(buf, dtype=e.dtype).view(e.shape)
 

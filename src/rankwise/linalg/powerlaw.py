@@ -69,19 +69,17 @@ def fit_power_law(
     with np.errstate(divide="ignore", invalid="ignore"):
         alphas = np.where(denom > 0, 1.0 + counts / denom, np.inf)
     Ds = np.ones(N - 1)
-    cols = np.arange(N)
     for start in range(0, N - 1, block):
         rows = idx[start : start + block]  # candidate x_min indices [b]
         a = alphas[rows][:, None]  # [b, 1]
         valid = np.isfinite(a[:, 0]) & (a[:, 0] > 1)
-        offset = cols[None, :] - rows[:, None]  # [b, N]: position within the tail
+        # Only columns j >= start can be in a tail of these candidates: [b, N - start].
+        offset = np.arange(start, N)[None, :] - rows[:, None]  # position within the tail
         in_tail = offset >= 0
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            ratio = np.where(in_tail, logs[None, :] - logs[rows][:, None], 0.0)  # ln(x_j / x_min)
-            fit_cdf = 1.0 - np.exp((1.0 - a) * ratio)
-            emp_cdf = offset / counts[rows][:, None]
-            gap = np.where(in_tail, np.abs(fit_cdf - emp_cdf), 0.0)
-        Ds[rows] = np.where(valid, gap.max(axis=1), 1.0)
+            ratio = np.where(in_tail, logs[None, start:] - logs[rows][:, None], 0.0)  # ln(x_j / x_min)
+            gap = np.abs(1.0 - np.exp((1.0 - a) * ratio) - offset / counts[rows][:, None])
+        Ds[rows] = np.where(valid, np.where(in_tail, gap, 0.0).max(axis=1), 1.0)
     best = int(np.argmin(Ds))
     alpha = float(alphas[best])
     n_tail = N - best
