@@ -161,8 +161,10 @@ def test_cli_writes_the_report_and_prints_the_table(tiny_folder: Path, tmp_path:
     text = capsys.readouterr().out
     assert "self_attn.q_proj" in text and "alpha" in text and "wrote" in text
     assert (out / "index.html").is_file() and (out / "summary.json").is_file()
-    assert main(["analyze", str(tiny_folder), "--json", "--no-progress", "--include", "k_proj"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["matrices"]) == 2
+    assert main(["analyze", str(tiny_folder), "--json", "--no-progress", "--include", "k_proj",
+                 "--metrics", "alpha,stable_rank"]) == 0
+    matrices = json.loads(capsys.readouterr().out)["matrices"]
+    assert len(matrices) == 2 and "alpha" in matrices[0] and "farms_alpha" not in matrices[0]
 
 
 @pytest.mark.parametrize("case", ["not_model", "mismatch", "truncated", "exists"])

@@ -41,6 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument("--fast", action="store_true", help="randomized top-k singular values instead of all")
     p.add_argument("--fast-rank", type=positive_int, default=64, help="k for --fast (default 64)")
     p.add_argument("--include", metavar="REGEX", help="only tensors whose name matches this regex")
+    p.add_argument("--metrics", metavar="A,B", help="comma-separated metrics (default all: norms, stable_rank, "
+                   "effective_rank, energy_ranks, alpha, farms_alpha); FARMS is about half the time")
     p.add_argument("--welore-ratio", type=_fraction, default=0.5,
                    help="parameter fraction the WeLore ranks remove in total (default 0.5)")
     p.add_argument("--workers", type=positive_int, help="matrices analysed in parallel (default: torch threads)")
@@ -52,8 +54,9 @@ def register(sub: Any) -> None:
 def _config(args: argparse.Namespace) -> Any:
     from rankwise.analysis.config import AnalyzeConfig
 
-    return AnalyzeConfig(include=args.include, fast=args.fast, fast_rank=args.fast_rank, workers=args.workers,
-                         welore_ratio=args.welore_ratio, gradients=args.gradients, data=args.data,
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    return AnalyzeConfig(metrics=metrics, include=args.include, fast=args.fast, fast_rank=args.fast_rank,
+                         workers=args.workers, welore_ratio=args.welore_ratio, gradients=args.gradients, data=args.data,
                          windows=args.windows, seq_len=args.seq_len)
 
 
