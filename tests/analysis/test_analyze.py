@@ -24,6 +24,9 @@ def test_every_metric_is_documented_and_produces_its_columns(tiny_model: torch.n
     for column in ("spectral_norm", "frobenius_norm", "nuclear_norm", "stable_rank", "effective_rank",
                    "rank_90", "rank_95", "rank_99", "alpha", "alpha_D", "farms_alpha", "welore_rank"):
         assert column in row, column
+    by_name = {r["name"]: r for r in report.table}
+    assert by_name["model.embed_tokens.weight"]["welore_rank"] is None  # WeLore ranks the blocks only
+    assert all(1 <= r["welore_rank"] <= min(r["rows"], r["cols"]) for r in report.table if r["layer"] is not None)
     with pytest.raises(ValueError, match="registered twice"):
         register_metric("alpha", "again")(lambda spec: {})
 

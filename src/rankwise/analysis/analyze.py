@@ -114,10 +114,13 @@ def weight_pass(source: MatrixSource, cfg: AnalyzeConfig, progress: bool, desc: 
     for row, s in tqdm(results, total=total, desc=desc, unit="matrix", disable=not progress):
         rows.append(row)
         spectra[row["name"]] = s
-    shapes = {r["name"]: (r["rows"], r["cols"]) for r in rows}
-    ranks, tau = welore_ranks(spectra, shapes, cfg.welore_ratio)
+    # WeLore factorises the transformer blocks' linears; embeddings and heads (σ₁ far above the rest)
+    # would distort the shared threshold, so they get no WeLore rank unless nothing else was analysed.
+    block = [r for r in rows if r["layer"] is not None] or rows
+    shapes = {r["name"]: (r["rows"], r["cols"]) for r in block}
+    ranks, tau = welore_ranks({n: spectra[n] for n in shapes}, shapes, cfg.welore_ratio)
     for r in rows:
-        r["welore_rank"] = ranks[r["name"]]
+        r["welore_rank"] = ranks.get(r["name"])
     return rows, spectra, tau
 
 

@@ -120,8 +120,8 @@ def _farms_alpha(spec: Spectrum) -> dict[str, Value]:
 #: Metrics computed over all matrices at once (they need every spectrum); documented like the others.
 GLOBAL_DEFINITIONS = {
     "welore_rank": "WeLore recommended rank (Jaiswal et al. 2024): one global threshold τ on σ_i/σ₁ shared by "
-                   "all matrices, chosen so that the factorised matrices together lose welore_ratio of their "
-                   "parameters; rank = #{σ_i/σ₁ > τ}",
+                   "all block matrices (not embeddings or heads), chosen so that they together lose welore_ratio "
+                   "of their parameters; rank = #{σ_i/σ₁ > τ}",
 }
 
 
