@@ -13,8 +13,9 @@ from rankwise._version import __version__
 from rankwise.errors import RankwiseError
 
 if TYPE_CHECKING:
-    from rankwise import adapters, data, eval, io, linalg
+    from rankwise import adapters, analysis, compress, data, eval, io, linalg
     from rankwise.adapters.apply import adapt
+    from rankwise.analysis.analyze import analyze
     from rankwise.io.loading import load_model
     from rankwise.io.saving import save_model
 
@@ -23,6 +24,9 @@ __all__ = [
     "__version__",
     "adapt",
     "adapters",
+    "analysis",
+    "analyze",
+    "compress",
     "data",
     "eval",
     "io",
@@ -35,6 +39,7 @@ _SUBMODULES = {"data", "eval", "io", "linalg", "compress", "adapters", "analysis
                "modules"}
 _FUNCTIONS = {
     "adapt": ("rankwise.adapters.apply", "adapt"),
+    "analyze": ("rankwise.analysis.analyze", "analyze"),
     "load_model": ("rankwise.io.loading", "load_model"),
     "save_model": ("rankwise.io.saving", "save_model"),
 }

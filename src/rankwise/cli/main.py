@@ -10,7 +10,7 @@ from rankwise.cli.common import Parser
 from rankwise.errors import RankwiseError
 
 #: Subcommand modules, each with ``register(subparsers)``; a new command is one file plus one entry.
-SUBCOMMANDS = ["info", "eval_cmd", "compress", "finetune", "export_peft", "merge_adapter"]
+SUBCOMMANDS = ["info", "eval_cmd", "analyze", "compress", "finetune", "export_peft", "merge_adapter"]
 
 
 def build_parser() -> Parser:
