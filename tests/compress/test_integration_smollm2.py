@@ -11,7 +11,7 @@ import rankwise as rw
 def test_compress_real_smollm2_blocks_and_reload(smollm2: tuple[torch.nn.Module, object], tmp_path: Path) -> None:
     dense, tok = smollm2
     model = copy.deepcopy(dense)
-    calib = rw.data.windows("wiki", split="calib", seq_len=64, n=8, seed=0, tokenizer=tok)
+    calib = rw.data.windows("wiki", split="calib", seq_len=128, n=16, seed=0, tokenizer=tok)
     evaluation = rw.data.windows("wiki", split="eval", seq_len=64, n=4, tokenizer=tok)
     report = rw.compress.apply(model, rw.compress.SVDLLM(ratio=0.2, sensitivity_windows=4),
                                targets=r"re:model\.layers\.[0-3]\..*", calib=calib, progress=False)

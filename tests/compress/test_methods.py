@@ -23,7 +23,7 @@ def test_full_rank_decomposition_reconstructs_the_weight(method: str) -> None:
     model = tiny_llama(seed=1)
     compressor = get_compressor(method)
     names = select_targets(model, "all-linear")
-    stats = collect_stats(model, compressor, names, _calib(), 3, progress=False)
+    stats, _ = collect_stats(model, compressor, names, _calib(), 3, progress=False)
     config = CONFIGS[method](ratio=0.5)
     for name in names:
         W = model.get_submodule(name).weight.detach()
@@ -36,8 +36,7 @@ def test_full_rank_decomposition_reconstructs_the_weight(method: str) -> None:
 def test_plain_svd_truncation_meets_eckart_young() -> None:
     model = tiny_llama(seed=2)
     W = model.model.layers[0].mlp.up_proj.weight.detach()
-    f = get_compressor("svd").decompose(W, collect_stats(model, get_compressor("svd"), [], None, 1, False).get(
-        "x", rw.compress.stats.LayerStats()), CONFIGS["svd"](ratio=0.5))
+    f = get_compressor("svd").decompose(W, rw.compress.stats.LayerStats(), CONFIGS["svd"](ratio=0.5))
     s = torch.linalg.svdvals(W.double())
     for r in (1, 5, 17):
         err = float((W.double() - f.truncate(r).reconstruct().double()).square().sum())
@@ -105,3 +104,25 @@ def test_config_validation() -> None:
 
     loaded = yaml.safe_load(cfg.to_yaml())
     assert loaded.pop("method") == "asvd" and rw.compress.ASVD(**loaded) == cfg
+
+
+def test_output_sensitivity_matches_autograd_reference() -> None:
+    from rankwise.compress.stats import output_sensitivity
+    from rankwise.eval.perplexity import window_nll
+
+    model = tiny_llama(seed=6)
+    name = "model.layers.1.mlp.down_proj"
+    windows = _calib()[:4]
+    got = output_sensitivity(model, [name], windows, 2, progress=False)[name]
+    # Reference: keep the layer's output, differentiate the summed NLL of each batch w.r.t. it.
+    total, tokens = 0.0, 0
+    kept: list[torch.Tensor] = []
+    handle = model.get_submodule(name).register_forward_hook(lambda m, a, out: kept.append(out))
+    for start in (0, 2):
+        nll, _ = window_nll(model, windows[start : start + 2])
+        (grad,) = torch.autograd.grad(nll, kept[-1])
+        total += float(grad.double().square().sum())
+        tokens += windows[start : start + 2].numel()
+    handle.remove()
+    assert got == pytest.approx(total / tokens / 32, rel=1e-5)
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())

@@ -17,7 +17,7 @@ from rankwise.compress.allocators.base import MatrixSpectrum, check_feasible, ge
 from rankwise.compress.config import CompressConfig
 from rankwise.compress.registry import Compressor, get_compressor
 from rankwise.compress.report import CompressionReport, MatrixResult
-from rankwise.compress.stats import LayerStats, fisher_stats, gram_stats, output_sensitivity
+from rankwise.compress.stats import LayerStats, fisher_stats, gram_stats
 from rankwise.errors import RankwiseError
 from rankwise.eval.params import parameter_count
 from rankwise.linalg.factors import Factors
@@ -48,18 +48,20 @@ def _check_targets(model: nn.Module, names: list[str]) -> None:
 
 
 def collect_stats(model: nn.Module, compressor: Compressor, names: list[str], calib: torch.Tensor | None,
-                  batch_size: int, progress: bool) -> dict[str, LayerStats]:
-    """Grams (always, when data is given: they also measure the activation error) and Fisher rows."""
+                  batch_size: int, progress: bool,
+                  sensitivity_windows: int = 0) -> tuple[dict[str, LayerStats], dict[str, float]]:
+    """Grams (always, when data is given: they also measure the activation error), Fisher rows for
+    Fisher-weighted methods, and output sensitivities for the global allocator."""
     if calib is None:
         if compressor.needs_gram or compressor.needs_fisher:
             raise RankwiseError(f"method '{compressor.name}' needs calibration data; pass calib windows "
                                 "(CLI: --calib wiki)")
-        return {name: LayerStats() for name in names}
-    stats = gram_stats(model, names, calib, batch_size, progress)
+        return {name: LayerStats() for name in names}, {}
+    stats, sensitivity = gram_stats(model, names, calib, batch_size, progress, sensitivity_windows)
     if compressor.needs_fisher:
         for name, rows in fisher_stats(model, names, calib, max(1, batch_size // 2), progress).items():
             stats[name].fisher_rows = rows
-    return stats
+    return stats, sensitivity
 
 
 def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "all-linear",
@@ -70,12 +72,9 @@ def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "a
     names = select_targets(model, targets)
     _check_targets(model, names)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        stats = collect_stats(model, compressor, names, calib, batch_size, progress)
-    sensitivity: dict[str, float] = {}
-    if config.alloc == "global" and calib is not None and config.sensitivity_windows > 0:
-        sensitivity = output_sensitivity(model, names, calib[: config.sensitivity_windows],
-                                         max(1, batch_size // 2), progress)
+    wants_sensitivity = config.alloc == "global" and config.sensitivity_windows > 0
+    stats, sensitivity = collect_stats(model, compressor, names, calib, batch_size, progress,
+                                       config.sensitivity_windows if wants_sensitivity else 0)
     t1 = time.perf_counter()
 
     def one(name: str) -> tuple[Factors, MatrixSpectrum]:

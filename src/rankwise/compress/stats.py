@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rankwise.calib.grams import collect_grams
+from rankwise.calib.grams import SharedGrams
+from rankwise.calib.hooks import input_hooks
 from rankwise.eval.perplexity import window_nll
 from rankwise.linalg.gram import GramAccumulator
 from rankwise.modules.targets import linear_at
@@ -24,25 +26,34 @@ class LayerStats:
     fisher_rows: torch.Tensor | None = None
 
 
-def gram_stats(model: nn.Module, names: list[str], windows: torch.Tensor, batch_size: int,
-               progress: bool) -> dict[str, LayerStats]:
-    grams = collect_grams(_body(model), names_in_body(model, names), windows, batch_size, progress)
-    return {name: LayerStats(gram=grams[body_name]) for name, body_name in zip(names, names_in_body(model, names),
-                                                                               strict=True)}
+def gram_stats(model: nn.Module, names: list[str], windows: torch.Tensor, batch_size: int, progress: bool,
+               sensitivity_windows: int = 0) -> tuple[dict[str, LayerStats], dict[str, float]]:
+    """Input Grams of the named layers over all ``windows`` [N, T] and, when asked, output
+    sensitivities from the first ``sensitivity_windows`` of them.
+
+    The sensitivity pass (forward + backward) also feeds the Grams, so those windows are not run
+    a second time; the rest go through the decoder body only (no LM head, no gradients).
+    """
+    shared = SharedGrams()
+    k = min(sensitivity_windows, windows.shape[0])
+    sensitivity: dict[str, float] = {}
+    with input_hooks(model, names, shared):
+        if k:
+            sensitivity = output_sensitivity(model, names, windows[:k], max(1, batch_size // 2), progress,
+                                             after_batch=shared.end_batch)
+        body = _body(model)
+        with torch.no_grad():
+            for start in tqdm(range(k, windows.shape[0], batch_size), desc="calibration", disable=not progress,
+                              unit="batch"):
+                body(windows[start : start + batch_size], use_cache=False)
+                shared.end_batch()
+    return {name: LayerStats(gram=shared.grams[name]) for name in names}, sensitivity
 
 
 def _body(model: nn.Module) -> nn.Module:
-    """The decoder without the LM head: calibration never needs vocabulary logits."""
+    """The decoder without the LM head: Gram statistics never need vocabulary logits."""
     body = getattr(model, "model", None)
     return body if isinstance(body, nn.Module) else model
-
-
-def names_in_body(model: nn.Module, names: list[str]) -> list[str]:
-    body = _body(model)
-    if body is model:
-        return names
-    prefix = next(n for n, m in model.named_modules() if m is body) + "."
-    return [n.removeprefix(prefix) for n in names]
 
 
 def fisher_stats(model: nn.Module, names: list[str], windows: torch.Tensor, batch_size: int,
@@ -74,7 +85,7 @@ def fisher_stats(model: nn.Module, names: list[str], windows: torch.Tensor, batc
 
 
 def output_sensitivity(model: nn.Module, names: list[str], windows: torch.Tensor, batch_size: int,
-                       progress: bool) -> dict[str, float]:
+                       progress: bool, after_batch: Callable[[], None] | None = None) -> dict[str, float]:
     """Mean squared LM-loss gradient per output element of each named layer: E_t[‖∂L/∂y_t‖²]/m.
 
     To second order, perturbing a layer's outputs by δY changes the loss by about
@@ -94,6 +105,9 @@ def output_sensitivity(model: nn.Module, names: list[str], windows: torch.Tensor
 
         return hook
 
+    flags = {p: p.requires_grad for p in model.parameters()}
+    for p in flags:
+        p.requires_grad_(False)  # no weight gradients: only activation gradients are needed
     embed: nn.Module = model.get_input_embeddings()  # type: ignore[operator]
     handles.append(embed.register_forward_hook(lambda _m, _a, out: out.requires_grad_(True)))
     for name in names:
@@ -106,7 +120,11 @@ def output_sensitivity(model: nn.Module, names: list[str], windows: torch.Tensor
                 nll, _ = window_nll(model, batch)
                 nll.backward()  # type: ignore[no-untyped-call]  # summed NLL: every token weighs 1
                 tokens += batch.numel()
+                if after_batch is not None:
+                    after_batch()
     finally:
         for handle in handles:
             handle.remove()
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
     return {name: sums[name] / tokens / sizes[name] for name in names}
