@@ -38,6 +38,10 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.2,0.4")
     parser.add_argument("--grid-tokens", type=int, default=4096)
     parser.add_argument("--no-grid", action="store_true")
+    parser.add_argument("--no-headline", action="store_true")
+    parser.add_argument("--sequential-methods", default="svd_llm",
+                        help="methods also run sequentially in the grid (each sequential cell recalibrates)")
+    parser.add_argument("--sequential-allocs", default="uniform,global")
     args = parser.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
     model, tok = rw.load_model("smollm2-135m")
@@ -46,6 +50,16 @@ def main() -> None:
     dense = {s: ppl(model, w) for s, w in evals.items()}
     print(f"dense: wiki {dense['wiki']:.2f}  c4 {dense['c4']:.2f}", flush=True)
 
+    if args.no_headline:
+        rows = []
+    else:
+        rows = headline(model, calib, evals, dense, ratios)
+    if not args.no_grid:
+        grid(model, calib, evals, ratios, args)
+
+
+def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], dense: dict[str, float],
+             ratios: list[float]) -> list[object]:
     # 1. reference and default, full protocol
     reference = decompose(model, rw.compress.SVDLLM(ratio=ratios[0], alloc="uniform"), calib=calib, progress=False)
     rows = []
@@ -87,17 +101,20 @@ def main() -> None:
                   f"tokens/s ({c.prefill_tokens_per_s / d.prefill_tokens_per_s:.2f}x), decode "
                   f"{d.decode_tokens_per_s:.1f} -> {c.decode_tokens_per_s:.1f} tokens/s "
                   f"({c.decode_tokens_per_s / d.decode_tokens_per_s:.2f}x)")
-    if args.no_grid:
-        return
+    return list(rows)
 
+
+def grid(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], ratios: list[float],
+         args: argparse.Namespace) -> None:
     # 4. the grid on a shorter wiki eval
     grid_eval = evals["wiki"][: max(1, args.grid_tokens // 256)]
     dense_grid = ppl(model, grid_eval)
     print(f"\ngrid: wiki eval perplexity on {grid_eval.numel()} tokens (dense {dense_grid:.2f}); ratio = ppl/dense")
     allocs = sorted(rw.compress.allocators.ALLOCATORS)
     print(f"{'method':<8} {'mode':<10} {'ratio':>5} " + " ".join(f"{a:>16}" for a in allocs))
+    sequential_methods = set(args.sequential_methods.split(",")) if args.sequential_methods else set()
     for method in sorted(CONFIGS):
-        modes = [False, True] if method != "svd" else [False]
+        modes = [False, True] if method in sequential_methods else [False]
         for sequential in modes:
             dec = None
             if not sequential:
@@ -105,6 +122,9 @@ def main() -> None:
             for ratio in ratios:
                 cells = []
                 for alloc in allocs:
+                    if sequential and alloc not in args.sequential_allocs.split(","):
+                        cells.append("-")
+                        continue
                     work = copy.deepcopy(model)
                     config = CONFIGS[method](ratio=ratio, alloc=alloc, sequential=sequential)
                     if dec is not None:
