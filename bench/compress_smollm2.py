@@ -50,16 +50,14 @@ def main() -> None:
     dense = {s: ppl(model, w) for s, w in evals.items()}
     print(f"dense: wiki {dense['wiki']:.2f}  c4 {dense['c4']:.2f}", flush=True)
 
-    if args.no_headline:
-        rows = []
-    else:
-        rows = headline(model, calib, evals, dense, ratios)
+    if not args.no_headline:
+        headline(model, calib, evals, dense, ratios)
     if not args.no_grid:
         grid(model, calib, evals, ratios, args)
 
 
 def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], dense: dict[str, float],
-             ratios: list[float]) -> list[object]:
+             ratios: list[float]) -> None:
     # 1. reference and default, full protocol
     reference = decompose(model, rw.compress.SVDLLM(ratio=ratios[0], alloc="uniform"), calib=calib, progress=False)
     rows = []
@@ -101,7 +99,6 @@ def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
                   f"tokens/s ({c.prefill_tokens_per_s / d.prefill_tokens_per_s:.2f}x), decode "
                   f"{d.decode_tokens_per_s:.1f} -> {c.decode_tokens_per_s:.1f} tokens/s "
                   f"({c.decode_tokens_per_s / d.decode_tokens_per_s:.2f}x)")
-    return list(rows)
 
 
 def grid(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], ratios: list[float],
