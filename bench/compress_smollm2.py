@@ -115,7 +115,11 @@ def grid(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Ten
         for sequential in modes:
             dec = None
             if not sequential:
-                dec = decompose(model, CONFIGS[method](ratio=ratios[0], alloc="welore"), calib=calib, progress=False)
+                # alloc="global" makes decompose measure the output sensitivities; welore's raw weight
+                # spectra are added here so one decomposition serves every allocator.
+                dec = decompose(model, CONFIGS[method](ratio=ratios[0], alloc="global"), calib=calib, progress=False)
+                dec.spectra = [dataclasses.replace(s, weight_sv=rw.linalg.singular_values(
+                    model.get_submodule(s.name).weight)) for s in dec.spectra]
             for ratio in ratios:
                 cells = []
                 for alloc in allocs:
