@@ -79,3 +79,15 @@ def test_factors_to_ab_and_truncate() -> None:
     torch.testing.assert_close(head.reconstruct() + tail.reconstruct(), W, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError):
         Factors(torch.zeros(3, 2), torch.zeros(3), torch.zeros(2, 5))
+
+
+def test_all_finite_fast_path_and_overflow_fallback() -> None:
+    from rankwise.linalg.svd import all_finite
+
+    big = torch.full((4, 4), 3e38)  # finite elements whose sum overflows to inf
+    assert all_finite(big)
+    big[1, 2] = float("inf")
+    assert not all_finite(big)
+    small = torch.ones(3, 3)
+    small[0, 0] = float("nan")
+    assert not all_finite(small)
