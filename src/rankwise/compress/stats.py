@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,31 +57,37 @@ def _body(model: nn.Module) -> nn.Module:
     return body if isinstance(body, nn.Module) else model
 
 
+@contextmanager
+def grads_only_for(model: nn.Module, params: list[torch.Tensor]) -> Iterator[None]:
+    """Inside: grad mode on, and only ``params`` require grad (the rest of the model is frozen so
+    no unneeded weight gradient is formed). Every parameter's flag is restored on exit."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in flags:
+            p.requires_grad_(False)
+        for t in params:
+            t.requires_grad_(True)
+        with torch.enable_grad():  # callers may hold no_grad; these passes need the backward
+            yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
 def fisher_stats(model: nn.Module, names: list[str], windows: torch.Tensor, batch_size: int,
                  progress: bool) -> dict[str, torch.Tensor]:
     """Σ_batches (∂L/∂W)² summed over each row, for every named linear layer ([out] fp64)."""
     layers = {name: linear_at(model, name) for name in names}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for layer in layers.values():
-        layer.weight.requires_grad_(True)
     rows = {name: torch.zeros(layer.weight.shape[0], dtype=torch.float64) for name, layer in layers.items()}
-    # Callers may hold no_grad; the Fisher needs the backward pass.
-    with torch.enable_grad():
-        try:
-            for start in tqdm(range(0, windows.shape[0], batch_size), desc="fisher", disable=not progress,
-                              unit="batch"):
-                nll, count = window_nll(model, windows[start : start + batch_size])
-                (nll / count).backward()  # type: ignore[no-untyped-call]
-                for name, layer in layers.items():
-                    grad = layer.weight.grad
-                    if grad is not None:
-                        rows[name] += grad.double().square().sum(1)
-                        layer.weight.grad = None
-        finally:
-            for p, flag in flags.items():
-                p.requires_grad_(flag)
+    with grads_only_for(model, [layer.weight for layer in layers.values()]):
+        for start in tqdm(range(0, windows.shape[0], batch_size), desc="fisher", disable=not progress, unit="batch"):
+            nll, count = window_nll(model, windows[start : start + batch_size])
+            (nll / count).backward()  # type: ignore[no-untyped-call]
+            for name, layer in layers.items():
+                grad = layer.weight.grad
+                if grad is not None:
+                    rows[name] += grad.double().square().sum(1)
+                    layer.weight.grad = None
     return rows
 
 
@@ -105,15 +112,12 @@ def output_sensitivity(model: nn.Module, names: list[str], windows: torch.Tensor
 
         return hook
 
-    flags = {p: p.requires_grad for p in model.parameters()}
-    for p in flags:
-        p.requires_grad_(False)  # no weight gradients: only activation gradients are needed
     embed: nn.Module = model.get_input_embeddings()  # type: ignore[operator]
     handles.append(embed.register_forward_hook(lambda _m, _a, out: out.requires_grad_(True)))
     for name in names:
         handles.append(linear_at(model, name).register_full_backward_hook(make(name)))
     try:
-        with torch.enable_grad():
+        with grads_only_for(model, []):  # no weight gradients: only activation gradients are needed
             for start in tqdm(range(0, windows.shape[0], batch_size), desc="sensitivity", disable=not progress,
                               unit="batch"):
                 batch = windows[start : start + batch_size]
@@ -125,6 +129,4 @@ def output_sensitivity(model: nn.Module, names: list[str], windows: torch.Tensor
     finally:
         for handle in handles:
             handle.remove()
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
     return {name: sums[name] / tokens / sizes[name] for name in names}
