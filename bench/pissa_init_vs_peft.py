@@ -35,8 +35,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both tools (default: all cores)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = args.rank
     base, _ = rw.load_model("smollm2-135m")
     names = rw.modules.select_targets(base, "all-linear")
@@ -59,12 +61,17 @@ def main() -> None:
         del model
 
     exact = principal["PEFT pissa"]  # the exact principal part, W_r from a full SVD
-    print(f"PiSSA init, rank {r}, {len(names)} matrices of SmolLM2-135M, 1 thread")
+    print(f"PiSSA init, rank {r}, {len(names)} matrices of SmolLM2-135M, {torch.get_num_threads()} thread(s)")
     print(f"{'':22}{'time (s)':>10}{'vs rankwise':>13}{'mean rel. error':>17}{'max rel. error':>16}")
     for key, parts in principal.items():
         errs = torch.tensor([float((parts[n] - exact[n]).norm() / exact[n].norm()) for n in names])
         ratio = timings[key] / timings["rankwise default"]
         print(f"{key:22}{timings[key]:>10.2f}{ratio:>12.2f}x{100 * errs.mean():>16.2f}%{100 * errs.max():>15.2f}%")
+    errors = {n: float((principal["rankwise default"][n] - exact[n]).norm() / exact[n].norm()) for n in names}
+    worst = max(errors, key=errors.__getitem__)
+    sv = torch.linalg.svdvals(original[worst].double())
+    print(f"rankwise's worst matrix: {worst} ({100 * errors[worst]:.1f}%), where sigma_{r} / sigma_{r + 1} = "
+          f"{float(sv[r - 1] / sv[r]):.4f}: its rank-{r} principal part is barely defined")
     check = {n: rw.linalg.svd(original[n], r).reconstruct() for n in names[:7]}
     worst = max(float((exact[n] - check[n]).norm() / check[n].norm()) for n in check)
     print(f"(reference = PEFT exact 'pissa'; it matches rankwise's exact SVD within {100 * worst:.4f}% on 7 matrices)")

@@ -106,6 +106,21 @@ def test_same_seed_same_bytes(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_init_does_not_depend_on_the_thread_count(method: str) -> None:
+    """Layers initialise on one worker per core; the bits must not depend on how many cores there are."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = adapted(method).state_dict()
+        torch.set_num_threads(2)
+        parallel = adapted(method).state_dict()
+    finally:
+        torch.set_num_threads(previous)
+    for name, tensor in serial.items():
+        assert torch.equal(tensor, parallel[name]), name
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_rank_at_or_above_min_dim_is_a_clear_error(method: str) -> None:
     model = tiny_llama()
     with pytest.raises(RankwiseError, match="rank 16 is not below min"):

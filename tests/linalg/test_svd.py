@@ -54,6 +54,19 @@ def test_randomized_default_on_real_smollm2_matrices(smollm2: tuple[torch.nn.Mod
     assert sum(errors) / len(errors) < 0.05
 
 
+@pytest.mark.parametrize("shape", [(300, 120), (120, 300)])
+def test_randomized_factors_are_the_exact_svd_of_the_projection_onto_their_span(shape: tuple[int, int]) -> None:
+    """Whatever precision the sketch's Gram had, the factors are fitted to W in fp32: orthonormal, and
+    U diag(S) Vh is W projected onto the sketched subspace of its short side (U Uᵀ W or W Vhᵀ Vh)."""
+    W = _flat_spectrum_matrix(*shape)
+    f = svd(W, 12, "randomized", seed=3)
+    eye = torch.eye(12)
+    assert torch.allclose(f.U.mT @ f.U, eye, atol=1e-5) and torch.allclose(f.Vh @ f.Vh.mT, eye, atol=1e-5)
+    assert bool((f.S[:-1] >= f.S[1:]).all())
+    projection = f.U @ (f.U.mT @ W) if shape[0] <= shape[1] else (W @ f.Vh.mT) @ f.Vh
+    assert float((f.reconstruct() - projection).norm() / projection.norm()) < 1e-5
+
+
 def test_randomized_is_bitwise_reproducible_for_a_seed() -> None:
     W = _flat_spectrum_matrix(200, 300)
     a, b = svd(W, 8, "randomized", seed=7), svd(W, 8, "randomized", seed=7)

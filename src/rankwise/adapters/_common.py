@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from rankwise.adapters.config import AdapterConfig, AdapterInit
+from rankwise.linalg.threads import parallel_map
 
 SVDChoice = Literal["randomized", "exact"]
 
@@ -18,7 +19,7 @@ class SVDInitConfig(AdapterConfig):
 
     svd: SVDChoice = Field(default="randomized", description="'randomized' (seeded block-Krylov) or 'exact'")
     oversample: int | None = Field(default=None, ge=0, description="extra sketch columns; None = linalg default")
-    niter: int = Field(default=5, ge=0, description="extra Krylov blocks of the randomized SVD")
+    niter: int | None = Field(default=None, ge=0, description="extra Krylov blocks; None = linalg default")
 
 
 def check_rank(name: str, W: torch.Tensor, rank: int) -> None:
@@ -34,9 +35,14 @@ def check_rank(name: str, W: torch.Tensor, rank: int) -> None:
 def per_layer(
     weights: dict[str, torch.Tensor], rank: int, fn: Callable[[str, int, torch.Tensor], AdapterInit]
 ) -> dict[str, AdapterInit]:
-    """Apply ``fn(name, index, W)`` to every layer after checking the rank fits it."""
-    out = {}
-    for i, (name, W) in enumerate(weights.items()):
+    """Apply ``fn(name, index, W)`` to every layer after checking the rank fits it.
+
+    Layers run on single-threaded workers, one per core (`parallel_map`): each init is a chain of
+    small products and factorizations that multi-threaded BLAS cannot keep busy. Results are the
+    same bits as a serial loop, so an init is reproducible whatever the core count.
+    """
+    for name, W in weights.items():
         check_rank(name, W, rank)
-        out[name] = fn(name, i, W)
-    return out
+    jobs = list(enumerate(weights.items()))
+    results = parallel_map(lambda job: fn(job[1][0], job[0], job[1][1]), jobs)
+    return {name: result for (_, (name, _)), result in zip(jobs, results, strict=True)}
