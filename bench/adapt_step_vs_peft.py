@@ -2,7 +2,9 @@
 
 All 7 projection types (q/k/v/o/gate/up/down), batch 4 × 256 tokens, AdamW; the median step time
 of N steps after warm-up, the trainable-parameter count and the peak RSS of each side. Each side
-runs in its own subprocess so that peak RSS is its own.
+runs in its own subprocess so that peak RSS is its own. rankwise runs twice: as `rankwise finetune`
+does by default (activation checkpointing on) and with ``--no-checkpointing``; PEFT runs with its
+defaults (``labels=`` loss, no checkpointing).
 
     PYTHONPATH=src python bench/adapt_step_vs_peft.py [--steps 10] [--warmup 2]
 """
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 
+SIDES = ["rankwise", "rankwise-no-ckpt", "peft"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -32,7 +35,8 @@ def measure(which: str, steps: int, warmup: int, batch: int, seq: int) -> dict[s
     torch.manual_seed(0)
     model, _ = rw.load_model("smollm2-135m")
     data = torch.randint(0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
-    if which == "rankwise":
+    checkpointing = which == "rankwise"
+    if which.startswith("rankwise"):
         from rankwise.adapters.train import causal_lm_loss
 
         rw.adapt(model, rw.adapters.LoRA(rank=16, alpha=16), targets=TARGETS)
@@ -52,17 +56,20 @@ def measure(which: str, steps: int, warmup: int, batch: int, seq: int) -> dict[s
             out: torch.Tensor = model(input_ids=data, labels=data, use_cache=False).loss
             return out
 
+    from rankwise.adapters.train.memory import activation_checkpointing
+
     model.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
     rss_before = _rss_mb()
     times = []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
+    with activation_checkpointing(model, checkpointing):
+        for i in range(warmup + steps):
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss_fn().backward()
+            opt.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
     return {"median_step_s": statistics.median(times), "min_step_s": min(times),
             "trainable": float(sum(p.numel() for p in params)), "rss_before_mb": rss_before, "peak_rss_mb": _rss_mb(),
             "threads": float(torch.get_num_threads())}
@@ -74,26 +81,27 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--which", choices=["rankwise", "peft"], help=argparse.SUPPRESS)
+    ap.add_argument("--which", choices=SIDES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.which:
         print(json.dumps(measure(args.which, args.steps, args.warmup, args.batch, args.seq)))
         return
     results = {}
-    for which in ("rankwise", "peft"):
+    for which in SIDES:
         cmd = [sys.executable, __file__, "--which", which, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--batch", str(args.batch), "--seq", str(args.seq)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[which] = json.loads(out.strip().splitlines()[-1])
-    r, p = results["rankwise"], results["peft"]
+    r, n, p = results["rankwise"], results["rankwise-no-ckpt"], results["peft"]
     print(f"LoRA r=16 on all 7 projection types of SmolLM2-135M, batch {args.batch} x {args.seq}, "
           f"median of {args.steps} steps after {args.warmup} warm-up, {int(r['threads'])} threads")
-    print(f"{'':22}{'rankwise':>12}{'PEFT':>12}{'ratio':>9}")
+    print(f"{'':22}{'rankwise':>12}{'PEFT':>12}{'ratio':>9}{'rankwise, no ckpt':>20}{'ratio':>9}")
     rows = [("step time (s)", "median_step_s", "{:.3f}"), ("fastest step (s)", "min_step_s", "{:.3f}"),
             ("trainable params", "trainable", "{:,.0f}"), ("RSS before train (MB)", "rss_before_mb", "{:.0f}"),
             ("peak RSS (MB)", "peak_rss_mb", "{:.0f}")]
     for label, key, fmt in rows:
-        print(f"{label:22}{fmt.format(r[key]):>12}{fmt.format(p[key]):>12}{r[key] / p[key]:>8.2f}x")
+        print(f"{label:22}{fmt.format(r[key]):>12}{fmt.format(p[key]):>12}{r[key] / p[key]:>8.2f}x"
+              f"{fmt.format(n[key]):>20}{n[key] / p[key]:>8.2f}x")
 
 
 if __name__ == "__main__":

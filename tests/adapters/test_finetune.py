@@ -52,6 +52,32 @@ def test_chunked_loss_matches_full_logits_loss_and_gradient() -> None:
         assert (g_ours[k] - p.grad).norm() <= 1e-4 * p.grad.norm(), k
 
 
+def test_activation_checkpointing_changes_memory_not_the_gradients() -> None:
+    from rankwise.adapters.train.memory import activation_checkpointing
+
+    grads = []
+    for enabled in (False, True):
+        model = rw.adapt(tiny_llama(), rw.adapters.PiSSA(rank=2, dropout=0.1))
+        model.train()
+        torch.manual_seed(0)  # dropout draws; checkpointing replays them in the recomputation
+        with activation_checkpointing(model, enabled):
+            assert model.is_gradient_checkpointing == enabled
+            total, n = causal_lm_loss(model, TRAIN[:3], chunk=5)
+            (total / n).backward()  # type: ignore[no-untyped-call]
+        assert not model.is_gradient_checkpointing  # switched off again on exit
+        grads.append({k: p.grad for k, p in rw.adapters.trainable_parameters(model).items()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_activation_checkpointing_needs_a_model_that_supports_it() -> None:
+    from rankwise.adapters.train.memory import activation_checkpointing
+
+    with pytest.raises(RankwiseError, match="Sequential does not support activation checkpointing"), \
+            activation_checkpointing(torch.nn.Sequential(torch.nn.Linear(2, 2))):
+        pass
+
+
 def test_schedule_warms_up_then_decays() -> None:
     lrs = [learning_rate(s, 10, 1.0, warmup=2, min_ratio=0.1) for s in range(10)]
     assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[-1] == pytest.approx(0.1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
         (["export-peft", "nowhere"], "nowhere is not a rankwise adapter or run folder"),
         (["merge-adapter", "nowhere"], "nowhere is not a rankwise adapter or run folder"),
         (["finetune", "smollm2-135m", "--resume"], "nothing to resume"),
+        (["finetune", "--config", "nope.yaml"], "config file nope.yaml does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
@@ -33,6 +35,57 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("rankwise: error:"), proc.stderr
     assert message in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def _config(*argv: str) -> Any:
+    from rankwise.cli.finetune import build_config
+    from rankwise.cli.main import build_parser
+
+    return build_config(build_parser().parse_args(["finetune", *argv, "--out", "unused"]))
+
+
+def test_config_file_is_read_and_options_given_override_it(tmp_path: Path) -> None:
+    import yaml
+
+    file = tmp_path / "cfg.yaml"
+    file.write_text(yaml.safe_dump({"model": "some/folder", "adapter": {"method": "pissa", "rank": 4, "svd": "exact"},
+                                    "steps": 7, "lr": 1e-3, "targets": ["q_proj"]}))
+    cfg = _config("--config", str(file), "--lr", "2e-3", "--no-checkpointing")
+    assert (cfg.model, cfg.steps, cfg.lr, cfg.targets, cfg.checkpointing) == ("some/folder", 7, 2e-3, ["q_proj"], False)
+    assert (cfg.adapter.method, cfg.adapter.rank, cfg.adapter.svd) == ("pissa", 4, "exact")
+    assert _config("--config", str(file), "--rank", "8").adapter.rank == 8
+    other = _config("--config", str(file), "--method", "lora")  # another method starts from its own defaults
+    assert (other.adapter.method, other.adapter.rank) == ("lora", 16)
+    assert _config().checkpointing and _config().adapter.method == "lora"  # no file: the documented defaults
+
+
+def test_a_runs_config_yaml_reproduces_its_settings(tmp_path: Path) -> None:
+    import yaml
+
+    original = _config("tiny", "--method", "corda", "--mode", "kpm", "--rank", "4", "--steps", "3", "--seed", "5",
+                       "--calib-windows", "8", "--targets", "q_proj,v_proj", "--max-grad-norm", "0")
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump(original.to_yaml_dict(), sort_keys=False))
+    assert _config("--config", str(file)) == original
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("steps: [1\n", "is not valid YAML at line"),
+        ("- a list\n", "must hold a mapping of settings"),
+        ("stepz: 3\n", "invalid setting stepz: Extra inputs are not permitted"),
+        ("steps: -1\n", "invalid setting steps"),
+        ("adapter: {method: pissa, rnak: 3}\n", "invalid pissa config: rnak"),
+    ],
+)
+def test_bad_config_file_is_one_line_and_exit_2(text: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "cfg.yaml").write_text(text)
+    proc = _run("finetune", "--config", "cfg.yaml", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
 
 

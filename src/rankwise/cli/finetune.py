@@ -12,10 +12,22 @@ EXAMPLES = """examples:
   rankwise finetune smollm2-135m --method lora --rank 8 --targets q_proj,v_proj --lr 1e-4 --out runs/lora
   rankwise finetune smollm2-135m --method corda --mode kpm --calib-data wiki --out runs/corda
   rankwise finetune smollm2-135m --method pissa --rank 16 --steps 200 --out runs/pissa --resume
+  rankwise finetune --config runs/pissa/config.yaml --lr 1e-4 --out runs/pissa-lr1e-4
 
-The run folder holds adapter.safetensors + adapter.yaml (load with rw.adapters.load_adapter),
-config.yaml (the resolved settings) and report.json (losses, perplexity before/after, speed).
-An interrupted run keeps its last checkpoint in .<out>.partial; rerun the same command with --resume."""
+--config FILE reads every setting from a YAML file with the fields of a run's config.yaml
+(model, adapter: {method, rank, ...}, data, steps, lr, ...); options given on the command line
+override it. The run folder holds adapter.safetensors + adapter.yaml (load with
+rw.adapters.load_adapter), config.yaml (the resolved settings) and report.json (losses,
+perplexity before/after, speed). An interrupted run keeps its last checkpoint in
+.<out>.partial; rerun the same command with --resume."""
+
+#: CLI option (argparse dest) -> FinetuneConfig field, for the training settings.
+TRAINING_FIELDS = {
+    "model": "model", "data": "data", "eval_data": "eval_data", "steps": "steps", "lr": "lr",
+    "batch_size": "batch_size", "grad_accum": "grad_accum", "seq_len": "seq_len", "warmup": "warmup_steps",
+    "weight_decay": "weight_decay", "seed": "seed", "eval_tokens": "eval_tokens",
+    "checkpoint_every": "checkpoint_every",
+}
 
 
 def _float(text: str) -> float:
@@ -26,36 +38,42 @@ def _float(text: str) -> float:
 
 
 def register(sub: Any) -> None:
+    # Options default to None so that only the ones given override --config; the defaults shown in
+    # --help are FinetuneConfig's.
     p = sub.add_parser("finetune", help="fine-tune a low-rank adapter (LoRA, PiSSA, MiLoRA, CorDA, EVA)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="bundled name (smollm2-135m), HF folder, .gguf file or hub id")
+    p.add_argument("model", nargs="?", help="bundled name (default smollm2-135m), HF folder, .gguf file or hub id")
     p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--config", help="YAML file of settings (a run's config.yaml); options given here override it")
     a = p.add_argument_group("adapter")
-    a.add_argument("--method", default="lora", help="lora, pissa, milora, corda or eva (default lora)")
-    a.add_argument("--rank", type=positive_int, default=16)
+    a.add_argument("--method", help="lora, pissa, milora, corda or eva (default lora)")
+    a.add_argument("--rank", type=positive_int, help="adapter rank (default 16)")
     a.add_argument("--alpha", type=_float, help="scaling numerator (default: alpha = rank, scaling 1)")
-    a.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(rank)")
+    a.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(rank)")
     a.add_argument("--dropout", type=_float, help="dropout on the adapter input")
-    a.add_argument("--targets", default="all-linear", help="all-linear, comma-separated suffixes, or re:REGEX")
+    a.add_argument("--targets", help="all-linear (default), comma-separated suffixes, or re:REGEX")
     a.add_argument("--svd", choices=["randomized", "exact"], help="init SVD of pissa (default randomized)")
     a.add_argument("--mode", choices=["ipm", "kpm"], help="corda: train the largest (ipm) or smallest (kpm) part")
     a.add_argument("--rho", type=_float, help="eva: a layer may get at most rho x rank components")
     a.add_argument("--calib-data", help="corda/eva calibration text (default wiki)")
     a.add_argument("--calib-windows", type=positive_int, help="corda/eva calibration windows (default 32)")
     t = p.add_argument_group("training")
-    t.add_argument("--data", default="tinystories", help="training text: its 'calib' split (default tinystories)")
+    t.add_argument("--data", help="training text: its 'calib' split (default tinystories)")
     t.add_argument("--eval-data", help="held-out text ('eval' split); default: --data")
-    t.add_argument("--steps", type=positive_int, default=200)
-    t.add_argument("--lr", type=_float, default=2e-4)
-    t.add_argument("--batch-size", type=positive_int, default=4)
-    t.add_argument("--grad-accum", type=positive_int, default=1)
-    t.add_argument("--seq-len", type=positive_int, default=256)
-    t.add_argument("--warmup", type=int, default=10, help="warm-up steps (default 10)")
-    t.add_argument("--weight-decay", type=_float, default=0.0)
-    t.add_argument("--max-grad-norm", type=_float, default=1.0, help="gradient clipping; 0 disables it")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens scored before/after; 0 skips")
-    t.add_argument("--checkpoint-every", type=positive_int, default=50)
+    t.add_argument("--steps", type=positive_int, help="optimizer steps (default 200)")
+    t.add_argument("--lr", type=_float, help="peak learning rate (default 2e-4)")
+    t.add_argument("--batch-size", type=positive_int, help="windows per micro-batch (default 4)")
+    t.add_argument("--grad-accum", type=positive_int, help="micro-batches per step (default 1)")
+    t.add_argument("--seq-len", type=positive_int, help="tokens per window (default 256)")
+    t.add_argument("--warmup", type=int, help="warm-up steps (default 10)")
+    t.add_argument("--weight-decay", type=_float, help="AdamW weight decay (default 0)")
+    t.add_argument("--max-grad-norm", type=_float, help="gradient clipping (default 1.0); 0 disables it")
+    t.add_argument("--seed", type=int, help="seeds the init, data order and dropout (default 0)")
+    t.add_argument("--eval-tokens", type=int, help="held-out tokens scored before/after (default 8192); 0 skips")
+    t.add_argument("--checkpoint-every", type=positive_int, help="steps between resumable checkpoints (default 50)")
+    t.add_argument("--no-checkpointing", dest="checkpointing", action="store_false", default=None,
+                   help="keep every block's activations instead of recomputing them: faster steps, "
+                        "much more memory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true")
@@ -68,6 +86,50 @@ def parse_targets(text: str) -> str | list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings mapping of a YAML config file; one-line errors for a missing or malformed file."""
+    from pathlib import Path
+
+    import yaml
+
+    from rankwise.errors import RankwiseError
+
+    file = Path(path)
+    if not file.is_file():
+        raise RankwiseError(f"config file {path} does not exist; pass a YAML file such as a run's config.yaml")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise RankwiseError(f"config file {path} is not valid YAML{at}; fix it or start from a run's "
+                            "config.yaml") from None
+    if not isinstance(data, dict):
+        raise RankwiseError(f"config file {path} must hold a mapping of settings (model:, adapter:, steps:, ...)")
+    return data
+
+
+def _adapter_settings(args: argparse.Namespace, file_adapter: Any) -> dict[str, Any]:
+    """The adapter config: the file's, with the adapter options given on the command line on top.
+    A different ``--method`` starts from that method's defaults (other methods' knobs may not apply)."""
+    from rankwise.errors import RankwiseError
+
+    if file_adapter is not None and not isinstance(file_adapter, dict):
+        raise RankwiseError("'adapter' in the config file must be a mapping such as {method: pissa, rank: 16}")
+    settings = dict(file_adapter or {})
+    if args.method is not None and settings.get("method") != args.method:
+        settings = {}
+    calib = dict(settings.get("calibration") or {})
+    calib.update({k: v for k, v in {"source": args.calib_data, "windows": args.calib_windows}.items()
+                  if v is not None})
+    given = {"method": args.method, "rank": args.rank, "alpha": args.alpha, "rslora": args.rslora,
+             "dropout": args.dropout, "svd": args.svd, "mode": args.mode, "rho": args.rho, "seed": args.seed,
+             "calibration": calib or None}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    settings.setdefault("method", "lora")
+    return settings
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
@@ -75,20 +137,24 @@ def build_config(args: argparse.Namespace) -> Any:
     from rankwise.adapters.train import FinetuneConfig
     from rankwise.errors import RankwiseError
 
-    calib = {k: v for k, v in {"source": args.calib_data, "windows": args.calib_windows}.items() if v is not None}
-    adapter = make_config(args.method, rank=args.rank, alpha=args.alpha, rslora=args.rslora or None,
-                          dropout=args.dropout, svd=args.svd, mode=args.mode, rho=args.rho, seed=args.seed,
-                          calibration=calib or None)
+    settings = read_config_file(args.config) if args.config else {}
+    adapter_settings = _adapter_settings(args, settings.pop("adapter", None))
+    adapter = make_config(adapter_settings.pop("method"), **adapter_settings)
+    settings.update({field: getattr(args, dest) for dest, field in TRAINING_FIELDS.items()
+                     if getattr(args, dest) is not None})
+    if args.targets is not None:
+        settings["targets"] = parse_targets(args.targets)
+    if args.max_grad_norm is not None:
+        settings["max_grad_norm"] = args.max_grad_norm or None
+    if args.checkpointing is not None:
+        settings["checkpointing"] = args.checkpointing
     try:
-        return FinetuneConfig(
-            model=args.model, adapter=adapter, targets=parse_targets(args.targets), data=args.data,
-            eval_data=args.eval_data, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
-            steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
-            max_grad_norm=args.max_grad_norm or None, seed=args.seed, eval_tokens=args.eval_tokens,
-            checkpoint_every=args.checkpoint_every)
+        return FinetuneConfig(adapter=adapter, **settings)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise RankwiseError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    except TypeError as exc:  # a non-string key in the YAML mapping
+        raise RankwiseError(f"invalid config file {args.config}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

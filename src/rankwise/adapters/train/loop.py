@@ -18,6 +18,7 @@ from rankwise.adapters.run_io import load_adapter
 from rankwise.adapters.train.checkpoint import CHECKPOINT, read_state, restore_optimizer, save_checkpoint
 from rankwise.adapters.train.config import FinetuneConfig
 from rankwise.adapters.train.loss import causal_lm_loss
+from rankwise.adapters.train.memory import activation_checkpointing
 from rankwise.adapters.train.run_folder import finish_run, prepare_work_folder
 from rankwise.adapters.train.schedule import learning_rate
 from rankwise.errors import RankwiseError
@@ -126,27 +127,28 @@ def _loop(model: nn.Module, cfg: FinetuneConfig, train: torch.Tensor, optimizer:
     bar = tqdm(total=cfg.steps, initial=state["step"], desc="finetune", unit="step", disable=not progress)
     t0, tokens0, train_s0 = time.perf_counter(), state["tokens"], state.get("train_s", 0.0)
     try:
-        for step in range(state["step"], cfg.steps):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
-            optimizer.zero_grad(set_to_none=True)
-            loss, norm, tokens = _train_step(model, cfg, train, step, plist)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                last = read_state(work)
-                kept = (f"the last good checkpoint (step {last['step']}) is kept in {work}" if last
-                        else "no checkpoint had been written yet")
-                raise RankwiseError(f"loss became {loss} at step {step + 1}; training stopped and {kept}; "
-                                    "lower --lr (and use --overwrite to start again)")
-            optimizer.step()
-            state["losses"].append(loss)
-            state["tokens"] += tokens
-            state["step"] = step + 1
-            state["train_s"] = train_s0 + time.perf_counter() - t0
-            rate = (state["tokens"] - tokens0) / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}")
-            bar.update(1)
-            if state["step"] % cfg.checkpoint_every == 0 and state["step"] < cfg.steps:
-                save_checkpoint(work, model, optimizer, params, state)
+        with activation_checkpointing(model, cfg.checkpointing):
+            for step in range(state["step"], cfg.steps):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+                optimizer.zero_grad(set_to_none=True)
+                loss, norm, tokens = _train_step(model, cfg, train, step, plist)
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    last = read_state(work)
+                    kept = (f"the last good checkpoint (step {last['step']}) is kept in {work}" if last
+                            else "no checkpoint had been written yet")
+                    raise RankwiseError(f"loss became {loss} at step {step + 1}; training stopped and {kept}; "
+                                        "lower --lr (and use --overwrite to start again)")
+                optimizer.step()
+                state["losses"].append(loss)
+                state["tokens"] += tokens
+                state["step"] = step + 1
+                state["train_s"] = train_s0 + time.perf_counter() - t0
+                rate = (state["tokens"] - tokens0) / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}")
+                bar.update(1)
+                if state["step"] % cfg.checkpoint_every == 0 and state["step"] < cfg.steps:
+                    save_checkpoint(work, model, optimizer, params, state)
     finally:
         bar.close()
         model.eval()
