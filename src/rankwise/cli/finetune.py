@@ -71,9 +71,9 @@ def register(sub: Any) -> None:
     t.add_argument("--seed", type=int, help="seeds the init, data order and dropout (default 0)")
     t.add_argument("--eval-tokens", type=int, help="held-out tokens scored before/after (default 8192); 0 skips")
     t.add_argument("--checkpoint-every", type=positive_int, help="steps between resumable checkpoints (default 50)")
-    t.add_argument("--no-checkpointing", dest="checkpointing", action="store_false", default=None,
-                   help="keep every block's activations instead of recomputing them: faster steps, "
-                        "much more memory")
+    t.add_argument("--checkpointing", action="store_true", default=None,
+                   help="recompute each block's activations in the backward pass (activation checkpointing): "
+                        "~0.6x the peak memory for ~1.4x the step time")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true")
