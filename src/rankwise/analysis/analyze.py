@@ -19,6 +19,7 @@ from rankwise.analysis.report import AnalysisReport
 from rankwise.analysis.source import MatrixSource, iter_matrices, matrix_kind, open_source
 from rankwise.errors import RankwiseError
 from rankwise.linalg import svd
+from rankwise.linalg.farms import spectrum_and_farms
 from rankwise.linalg.spectrum import gram_singular_values
 from rankwise.linalg.welore import welore_ranks
 
@@ -34,17 +35,25 @@ def _metric_names(cfg: AnalyzeConfig) -> list[str]:
     return names
 
 
-def spectrum_of(name: str, W: torch.Tensor, cfg: AnalyzeConfig) -> Spectrum:
-    """The :class:`Spectrum` of ``W`` [m, n]: exact (fp64 Gram) or randomized top-k under ``cfg.fast``."""
+def spectrum_of(name: str, W: torch.Tensor, cfg: AnalyzeConfig, farms: bool = False) -> Spectrum:
+    """The :class:`Spectrum` of ``W`` [m, n]: exact (Gram eigenvalues) or randomized top-k under ``cfg.fast``.
+
+    ``farms``: also the FARMS pooled ESD, from the same pass over W as the exact spectrum (the
+    windows' Grams are sums of the pieces of W's own Gram; see :mod:`rankwise.linalg.farms`).
+    """
     m, n = W.shape
     partial = cfg.fast and cfg.fast_rank < min(m, n)
+    dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
+    farms_evals = None
     if partial:
         s = svd(W, rank=cfg.fast_rank, method="randomized", seed=cfg.seed).S.double()
+    elif farms:
+        s, farms_evals = spectrum_and_farms(W, cfg.farms_aspect_ratio, cfg.farms_max_windows, dtype)
     else:
-        s = gram_singular_values(W, torch.float64 if cfg.precision == "fp64" else torch.float32)
+        s = gram_singular_values(W, dtype)
     # Exact spectrum: ‖W‖²_F = Σσ² (the Gram's trace); top-k only: sum W's squares instead.
     frob2 = _frobenius_squared(W) if partial else float(s.square().sum())
-    return Spectrum(name, (m, n), s, frob2, W, partial, cfg)
+    return Spectrum(name, (m, n), s, frob2, W, partial, cfg, farms_evals)
 
 
 def _frobenius_squared(W: torch.Tensor, rows: int = 4096) -> float:
@@ -102,9 +111,10 @@ def weight_pass(source: MatrixSource, cfg: AnalyzeConfig, progress: bool, desc: 
     A few matrices are in memory at a time; the WeLore ranks are set once all spectra are known.
     """
     names = _metric_names(cfg)
+    farms = "farms_alpha" in names
 
     def one(item: tuple[str, torch.Tensor]) -> tuple[dict[str, Any], torch.Tensor]:
-        spec = spectrum_of(item[0], item[1], cfg)
+        spec = spectrum_of(item[0], item[1], cfg, farms)
         return matrix_row(spec, names), spec.s.float()
 
     rows, spectra = [], {}
