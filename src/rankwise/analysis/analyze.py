@@ -6,7 +6,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -83,22 +83,34 @@ def single_threaded_ops() -> Iterator[None]:
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``fn`` over ``items`` in order, ``workers`` at a time, each op single-threaded.
+    """``fn`` over ``items``, results in input order, ``workers`` at a time, each op single-threaded.
 
     Matrices are small for BLAS: splitting one product over both cores loses to barrier waits as
     soon as another process competes for them (measured: 3× slower on average, 100× on some
     calls). One single-threaded op per core never oversubscribes. At most ``workers + 1`` items
-    are in flight, so memory stays bounded by a few matrices.
+    are being worked on or waiting for a worker, so memory stays bounded by a few matrices.
+    A finished result waits (it is small: a row and a spectrum) until every earlier one is out,
+    but it does not hold a slot: a slow item (the embedding) never leaves the other worker idle.
     """
     with single_threaded_ops():
         if workers <= 1:
             yield from map(fn, items)
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque[Future[R]] = deque()
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) > workers:
+            pending: deque[Future[R]] = deque()  # submitted, not yet yielded, in input order
+            busy: set[Future[R]] = set()  # submitted, not finished
+            iterator = iter(items)
+            while True:
+                while len(busy) > workers:  # read the next item only when it can start soon
+                    busy = wait(busy, return_when=FIRST_COMPLETED).not_done
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                future = pool.submit(fn, item)
+                pending.append(future)
+                busy.add(future)
+                while pending and pending[0].done():
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
