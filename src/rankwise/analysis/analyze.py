@@ -96,7 +96,9 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
         if workers <= 1:
             yield from map(fn, items)
             return
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        # OpenMP thread counts are per OS thread: each worker pins itself too, or its LAPACK calls
+        # may fork their own team and oversubscribe the cores.
+        with ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             pending: deque[Future[R]] = deque()  # submitted, not yet yielded, in input order
             busy: set[Future[R]] = set()  # submitted, not finished
             iterator = iter(items)
