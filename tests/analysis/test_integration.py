@@ -29,6 +29,21 @@ def test_smollm2_first_block_alpha_matches_an_fp64_svd() -> None:
         assert 1 <= row["welore_rank"] <= min(W.shape)
 
 
+
+@pytest.mark.integration
+def test_smollm2_fp32_alphas_match_fp64() -> None:
+    """The default fp32 Grams and eigvalsh move α and FARMS α by less than 0.01 on real weights."""
+    folder = resolve_model_folder("smollm2-135m")
+    include = r"layers\.(0|29)\.|embed_tokens"
+    fp32 = analyze(str(folder), include=include, metrics=["alpha", "farms_alpha"], progress=False)
+    fp64 = analyze(str(folder), include=include, metrics=["alpha", "farms_alpha"], precision="fp64", progress=False)
+    assert len(fp32.table) == 15
+    for a, b in zip(fp32.table, fp64.table, strict=True):
+        assert a["name"] == b["name"]
+        assert b["farms_alpha"] is not None and b["alpha"] is not None, a["name"]
+        assert abs(a["alpha"] - b["alpha"]) < 0.01, a["name"]
+        assert abs(a["farms_alpha"] - b["farms_alpha"]) < 0.01, a["name"]
+
 def _reference_metrics(G: torch.Tensor) -> tuple[float, float]:
     """(nuclear norm, effective rank) of ``G`` from an fp64 LAPACK SVD, written out independently."""
     s = torch.linalg.svdvals(G.double())
