@@ -65,3 +65,11 @@ def test_all_candidates_invalid_falls_back_like_the_exhaustive_search() -> None:
     fit = fit_power_law(np.full(50, 2.0))
     assert fit is not None
     assert fit.D == 1.0 and fit.xmin == 2.0 and fit.n_tail == 50
+
+
+def test_bounds_computed_in_many_chunks_give_the_same_fit() -> None:
+    # 2**17 points per candidate → bounds in chunks of 4 candidates; the fit is still the exhaustive one.
+    evals = _spectrum("spiked", np.random.default_rng(7))
+    fit = fit_power_law(evals, points=2**17)
+    alpha, xmin, _ = _exhaustive(evals)
+    assert fit is not None and fit.xmin == xmin and fit.alpha == pytest.approx(alpha, rel=1e-12)

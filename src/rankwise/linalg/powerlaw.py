@@ -114,7 +114,10 @@ def fit_power_law(
     Ds = np.where(valid, np.inf, 1.0)  # invalid fits score D = 1; inf: not computed (yet)
     candidates = idx[valid]
     if candidates.size:
-        bound = _ks_lower_bounds(logs, alphas, counts, candidates, points)
+        # In chunks of rows, so the [rows, points] temporaries stay a few MB for any N.
+        chunk = max(1, 2**19 // max(points, 1))
+        bound = np.concatenate([_ks_lower_bounds(logs, alphas, counts, candidates[i : i + chunk], points)
+                                for i in range(0, candidates.size, chunk)])
         seeds = np.sort(candidates[np.argsort(bound, kind="stable")[:4]])
         Ds[seeds] = _ks_distances(logs, alphas, counts, seeds, block)
         # A bound above the best exact D so far rules its candidate out; the relative margin keeps a
