@@ -29,16 +29,19 @@ def _child_rankwise(out: str) -> None:
     from rankwise.io import resolve_model_folder
 
     folder = resolve_model_folder("smollm2-135m")
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     report = rw.analyze(str(folder), progress=False)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    base_rss, peak = before.ru_maxrss, after.ru_maxrss
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     model_bytes = os.path.getsize(os.path.join(str(folder), "model.safetensors"))
     alphas = {r["name"].removesuffix(".weight"): r["alpha"] for r in report.table}
     with open(out, "w") as fh:
         json.dump({"seconds": seconds, "alphas": alphas, "base_rss_kb": base_rss, "peak_rss_kb": peak,
-                   "model_bytes": model_bytes, "threads": report.meta["threads"]}, fh)
+                   "model_bytes": model_bytes, "threads": report.meta["threads"], "cpu_seconds": cpu,
+                   "metrics": sorted(report.definitions)}, fh)
 
 
 def _child_weightwatcher(out: str) -> None:
@@ -89,6 +92,9 @@ def main() -> None:
         secs = float(res["seconds"])  # type: ignore[arg-type]
         count = len(res["alphas"])  # type: ignore[arg-type]
         print(f"{label:44s} {secs:9.1f} {count:9d} {secs / float(rw_res['seconds']):17.1f}x")  # type: ignore[arg-type]
+    print(f"rankwise: {float(rw_res['cpu_seconds']):.1f} s CPU over {float(rw_res['seconds']):.1f} s wall on "  # type: ignore[arg-type]
+          f"{rw_res['threads']} threads (no oversubscription: CPU/wall <= threads); metrics: "
+          f"{', '.join(rw_res['metrics'])}")  # type: ignore[arg-type]
     common = [n for n in ww_alpha if n in rw_alpha and rw_alpha[n] is not None and ww_alpha[n] > 0]
     diffs = sorted(((abs(rw_alpha[n] - ww_alpha[n]), n) for n in common), reverse=True)
     print(f"\nalpha on the {len(common)} matrices both tools fit: largest |difference| {diffs[0][0]:.4f} "

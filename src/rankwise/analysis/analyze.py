@@ -6,7 +6,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from rankwise.analysis.report import AnalysisReport
 from rankwise.analysis.source import MatrixSource, iter_matrices, matrix_kind, open_source
 from rankwise.errors import RankwiseError
 from rankwise.linalg import svd
+from rankwise.linalg.farms import spectrum_and_farms
 from rankwise.linalg.spectrum import gram_singular_values
 from rankwise.linalg.welore import welore_ranks
 
@@ -34,17 +35,25 @@ def _metric_names(cfg: AnalyzeConfig) -> list[str]:
     return names
 
 
-def spectrum_of(name: str, W: torch.Tensor, cfg: AnalyzeConfig) -> Spectrum:
-    """The :class:`Spectrum` of ``W`` [m, n]: exact (fp64 Gram) or randomized top-k under ``cfg.fast``."""
+def spectrum_of(name: str, W: torch.Tensor, cfg: AnalyzeConfig, farms: bool = False) -> Spectrum:
+    """The :class:`Spectrum` of ``W`` [m, n]: exact (Gram eigenvalues) or randomized top-k under ``cfg.fast``.
+
+    ``farms``: also the FARMS pooled ESD, from the same pass over W as the exact spectrum (the
+    windows' Grams are sums of the pieces of W's own Gram; see :mod:`rankwise.linalg.farms`).
+    """
     m, n = W.shape
     partial = cfg.fast and cfg.fast_rank < min(m, n)
+    dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
+    farms_evals = None
     if partial:
         s = svd(W, rank=cfg.fast_rank, method="randomized", seed=cfg.seed).S.double()
+    elif farms:
+        s, farms_evals = spectrum_and_farms(W, cfg.farms_aspect_ratio, cfg.farms_max_windows, dtype)
     else:
-        s = gram_singular_values(W, torch.float64 if cfg.precision == "fp64" else torch.float32)
+        s = gram_singular_values(W, dtype)
     # Exact spectrum: ‖W‖²_F = Σσ² (the Gram's trace); top-k only: sum W's squares instead.
     frob2 = _frobenius_squared(W) if partial else float(s.square().sum())
-    return Spectrum(name, (m, n), s, frob2, W, partial, cfg)
+    return Spectrum(name, (m, n), s, frob2, W, partial, cfg, farms_evals)
 
 
 def _frobenius_squared(W: torch.Tensor, rows: int = 4096) -> float:
@@ -74,22 +83,36 @@ def single_threaded_ops() -> Iterator[None]:
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``fn`` over ``items`` in order, ``workers`` at a time, each op single-threaded.
+    """``fn`` over ``items``, results in input order, ``workers`` at a time, each op single-threaded.
 
     Matrices are small for BLAS: splitting one product over both cores loses to barrier waits as
     soon as another process competes for them (measured: 3× slower on average, 100× on some
     calls). One single-threaded op per core never oversubscribes. At most ``workers + 1`` items
-    are in flight, so memory stays bounded by a few matrices.
+    are being worked on or waiting for a worker, so memory stays bounded by a few matrices.
+    A finished result waits (it is small: a row and a spectrum) until every earlier one is out,
+    but it does not hold a slot: a slow item (the embedding) never leaves the other worker idle.
     """
     with single_threaded_ops():
         if workers <= 1:
             yield from map(fn, items)
             return
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque[Future[R]] = deque()
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) > workers:
+        # OpenMP thread counts are per OS thread: each worker pins itself too, or its LAPACK calls
+        # may fork their own team and oversubscribe the cores.
+        with ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            pending: deque[Future[R]] = deque()  # submitted, not yet yielded, in input order
+            busy: set[Future[R]] = set()  # submitted, not finished
+            iterator = iter(items)
+            while True:
+                while len(busy) > workers:  # read the next item only when it can start soon
+                    busy = wait(busy, return_when=FIRST_COMPLETED).not_done
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                future = pool.submit(fn, item)
+                pending.append(future)
+                busy.add(future)
+                while pending and pending[0].done():
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
@@ -102,9 +125,10 @@ def weight_pass(source: MatrixSource, cfg: AnalyzeConfig, progress: bool, desc: 
     A few matrices are in memory at a time; the WeLore ranks are set once all spectra are known.
     """
     names = _metric_names(cfg)
+    farms = "farms_alpha" in names
 
     def one(item: tuple[str, torch.Tensor]) -> tuple[dict[str, Any], torch.Tensor]:
-        spec = spectrum_of(item[0], item[1], cfg)
+        spec = spectrum_of(item[0], item[1], cfg, farms)
         return matrix_row(spec, names), spec.s.float()
 
     rows, spectra = [], {}

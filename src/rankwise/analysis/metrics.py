@@ -27,7 +27,9 @@ class Spectrum:
 
     ``s``: singular values, fp64 descending [k] (k = min(m, n), or the top ``fast_rank`` under fast);
     ``frob2``: ‖W‖²_F computed from W itself (exact even when ``s`` is partial);
-    ``W``: the matrix fp32 [m, n] for metrics that need more than its singular values.
+    ``W``: the matrix fp32 [m, n] for metrics that need more than its singular values;
+    ``farms_evals``: the FARMS pooled ESD fp64 [windows · k] when the driver computed it along with
+    ``s`` (one pass over W serves both), else None and the FARMS metric computes it from ``W``.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Spectrum:
     W: torch.Tensor
     partial: bool
     config: AnalyzeConfig
+    farms_evals: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -107,14 +110,15 @@ def _farms_alpha(spec: Spectrum) -> dict[str, Value]:
     cfg = spec.config
     if spec.partial:
         return {"farms_alpha": None}
-    if max(m, n) <= round(min(m, n) * cfg.farms_aspect_ratio):
+    if spec.farms_evals is not None:
+        evals = spec.farms_evals
+    elif max(m, n) <= round(min(m, n) * cfg.farms_aspect_ratio):
         evals = esd(spec.s)  # already of the target aspect ratio: one window, the full ESD
     else:
         dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
         evals = farms_eigenvalues(spec.W, cfg.farms_aspect_ratio, cfg.farms_max_windows, dtype)
     fit = fit_power_law(evals)
     return {"farms_alpha": None if fit is None else fit.alpha}
-
 
 
 #: Metrics computed over all matrices at once (they need every spectrum); documented like the others.

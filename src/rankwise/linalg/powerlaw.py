@@ -48,14 +48,56 @@ def _as_sorted_evals(evals: torch.Tensor | np.ndarray, threshold: float) -> np.n
     return np.sort(x[x > threshold])
 
 
+def _ks_distances(logs: np.ndarray, alphas: np.ndarray, counts: np.ndarray, rows: np.ndarray, block: int
+                  ) -> np.ndarray:
+    """Exact KS distances D [len(rows)] of the candidates ``rows`` (sorted x_min indices), ``block`` at a time.
+
+    D_i = max_{j ≥ i} |F_fit − F_emp| with F_emp = (j − i) / n_i and F_fit = 1 − (x_j / x_i)^(1 − α_i).
+    """
+    N = logs.size
+    out = np.empty(rows.size)
+    for start in range(0, rows.size, block):
+        part = rows[start : start + block]  # [b]
+        a = alphas[part][:, None]  # [b, 1]
+        # Only columns j >= part[0] can be in a tail of these candidates: [b, N - part[0]].
+        offset = np.arange(part[0], N)[None, :] - part[:, None]  # position within the tail
+        in_tail = offset >= 0
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            ratio = np.where(in_tail, logs[None, part[0] :] - logs[part][:, None], 0.0)  # ln(x_j / x_min)
+            gap = np.abs(1.0 - np.exp((1.0 - a) * ratio) - offset / counts[part][:, None])
+        out[start : start + block] = np.where(in_tail, gap, 0.0).max(axis=1)
+    return out
+
+
+def _ks_lower_bounds(logs: np.ndarray, alphas: np.ndarray, counts: np.ndarray, rows: np.ndarray, points: int
+                     ) -> np.ndarray:
+    """Lower bounds [len(rows)] of the KS distances: the same maximum over ``points`` evenly spaced tail points.
+
+    Candidate i samples j = i + ⌊t (n_i − 1)⌋ for ``points`` values t in [0, 1]; a tail of at most
+    ``points`` eigenvalues is sampled whole, so its bound is its exact D. Cost O(len(rows) · points).
+    """
+    n = counts[rows][:, None]  # [b, 1]
+    offset = np.floor(np.linspace(0.0, 1.0, points)[None, :] * (n - 1)).astype(np.int64)  # [b, points]
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = logs[rows[:, None] + offset] - logs[rows][:, None]
+        gap = np.abs(1.0 - np.exp((1.0 - alphas[rows][:, None]) * ratio) - offset / n)
+    out: np.ndarray = gap.max(axis=1)
+    return out
+
+
 def fit_power_law(
-    evals: torch.Tensor | np.ndarray, threshold: float = EVALS_THRESHOLD, block: int = 256
+    evals: torch.Tensor | np.ndarray, threshold: float = EVALS_THRESHOLD, block: int = 256, points: int = 64
 ) -> PowerLawFit | None:
     """Fit the tail of ``evals`` [N] (eigenvalues of WᵀW, any order) as a power law.
 
-    Returns ``None`` when fewer than ``MIN_EVALS`` eigenvalues exceed ``threshold``. The KS
-    distances of all candidates are computed in row blocks of ``block`` candidates, so memory is
-    O(block · N), never N².
+    Returns ``None`` when fewer than ``MIN_EVALS`` eigenvalues exceed ``threshold``.
+
+    Exact, without computing every KS distance in full (that is O(N²) exponentials, nearly all of
+    the fit's cost): the maximum over ``points`` evenly spaced tail points is a lower bound of a
+    candidate's D. The few candidates with the smallest bounds get their exact D; the best of those,
+    D*, rules out every candidate whose bound exceeds it, and only the rest are computed exactly.
+    The result is the candidate the full O(N²) search picks (same ties: the smallest x_min). Exact
+    distances are computed ``block`` candidates at a time, so memory is O(block · N), never N².
     """
     x = _as_sorted_evals(evals, threshold)
     N = x.size
@@ -68,18 +110,20 @@ def fit_power_law(
     denom = suffix[:-1] - counts * logs[:-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         alphas = np.where(denom > 0, 1.0 + counts / denom, np.inf)
-    Ds = np.ones(N - 1)
-    for start in range(0, N - 1, block):
-        rows = idx[start : start + block]  # candidate x_min indices [b]
-        a = alphas[rows][:, None]  # [b, 1]
-        valid = np.isfinite(a[:, 0]) & (a[:, 0] > 1)
-        # Only columns j >= start can be in a tail of these candidates: [b, N - start].
-        offset = np.arange(start, N)[None, :] - rows[:, None]  # position within the tail
-        in_tail = offset >= 0
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            ratio = np.where(in_tail, logs[None, start:] - logs[rows][:, None], 0.0)  # ln(x_j / x_min)
-            gap = np.abs(1.0 - np.exp((1.0 - a) * ratio) - offset / counts[rows][:, None])
-        Ds[rows] = np.where(valid, np.where(in_tail, gap, 0.0).max(axis=1), 1.0)
+    valid = np.isfinite(alphas) & (alphas > 1)
+    Ds = np.where(valid, np.inf, 1.0)  # invalid fits score D = 1; inf: not computed (yet)
+    candidates = idx[valid]
+    if candidates.size:
+        # In chunks of rows, so the [rows, points] temporaries stay a few MB for any N.
+        chunk = max(1, 2**19 // max(points, 1))
+        bound = np.concatenate([_ks_lower_bounds(logs, alphas, counts, candidates[i : i + chunk], points)
+                                for i in range(0, candidates.size, chunk)])
+        seeds = np.sort(candidates[np.argsort(bound, kind="stable")[:4]])
+        Ds[seeds] = _ks_distances(logs, alphas, counts, seeds, block)
+        # A bound above the best exact D so far rules its candidate out; the relative margin keeps a
+        # candidate whose bound and exact D differ by rounding only (different vector code paths).
+        rest = candidates[(bound <= Ds.min() * (1 + 1e-9)) & np.isinf(Ds[candidates])]
+        Ds[rest] = _ks_distances(logs, alphas, counts, rest, block)
     best = int(np.argmin(Ds))
     alpha = float(alphas[best])
     n_tail = N - best
