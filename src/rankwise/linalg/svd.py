@@ -100,57 +100,77 @@ def _scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Ten
     return buf[:numel].view(shape)
 
 
-def sketch_gram(short: torch.Tensor) -> torch.Tensor:
-    """G = A Aᵀ [k, k] (fp32) of ``short`` [k, N], from bf16 inputs where the CPU has bf16 units.
+class _GramOperator:
+    """G = A Aᵀ [k, k] of ``short`` = A [k, N], as a product X [k, b] -> G X and as a dense matrix.
 
-    Only the Krylov *subspace* comes from G; the factors are fitted to the fp32 matrix inside that
-    subspace afterwards, so bf16's 2⁻⁹ input rounding costs a few tenths of a percent of principal-
-    part accuracy on flat spectra (measured on SmolLM2) for a 4x cheaper Gram, the dominant cost.
-    The result may live in per-thread scratch memory: use it before the next call on this thread.
+    Where the CPU has bf16 units, G X is A (Aᵀ X) with bf16 inputs: two skinny bf16 products per
+    Krylov step cost less than forming G (k²N) and are ~3x faster than fp32. Only the Krylov
+    *subspace* comes from these products; the factors are fitted to the fp32 matrix inside it
+    afterwards, so bf16's 2⁻⁹ rounding costs ~0.1 percentage point of principal-part accuracy on
+    SmolLM2's flat spectra. Elsewhere G is formed once in fp32. Buffers live in per-thread scratch
+    memory: use an operator before the next one is made on this thread. (Batching same-shaped
+    matrices into 3-D products was measured 2x slower: CPU bf16 bmm leaves the fast 2-D kernels.)
     """
-    k, N = short.shape
-    if short.device.type != "cpu":
-        return short @ short.mT
-    if not _fast_bf16_matmul():
-        return torch.matmul(short, short.mT, out=_scratch("gram", (k, k), torch.float32))
-    half = _scratch("half", (k, N), torch.bfloat16).copy_(short)
-    gram_half = torch.matmul(half, half.mT, out=_scratch("gram_half", (k, k), torch.bfloat16))
-    return _scratch("gram", (k, k), torch.float32).copy_(gram_half)
+
+    def __init__(self, short: torch.Tensor) -> None:
+        k, N = short.shape
+        self.half: torch.Tensor | None = None
+        self.gram: torch.Tensor | None = None
+        if short.device.type == "cpu" and _fast_bf16_matmul():
+            self.half = _scratch("half", (k, N), torch.bfloat16).copy_(short)
+        elif short.device.type == "cpu":
+            self.gram = torch.matmul(short, short.mT, out=_scratch("gram", (k, k), torch.float32))
+        else:
+            self.gram = short @ short.mT
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        """G X [k, b] (fp32) for X [k, b]."""
+        if self.half is not None:
+            return (self.half @ (self.half.mT @ X.to(torch.bfloat16))).to(torch.float32)
+        assert self.gram is not None
+        return self.gram @ X
+
+    def dense(self) -> torch.Tensor:
+        """G [k, k] (fp32)."""
+        if self.half is not None:
+            return (self.half @ self.half.mT).to(torch.float32)
+        assert self.gram is not None
+        return self.gram
 
 
 def _randomized(A: torch.Tensor, rank: int, block: int, niter: int, seed: int) -> Factors:
     """Seeded block-Krylov SVD (Musco & Musco 2015) on the Gram of the short side of A [m, n].
 
-    Works on G = A Aᵀ (or AᵀA) [k, k], k = min(m, n): Krylov blocks GΩ, G²Ω, … of ``block`` columns,
-    ``niter + 1`` blocks in all, then Rayleigh–Ritz for the top ``rank`` directions U [k, r] and a
-    final fp32 SVD of Uᵀ A [r, N] (so the factors are exact within span(U) whatever precision G had).
-    Krylov spaces converge on flat spectra where plain power iteration stalls, and G makes every
-    step a cheap k×k product. Use ``method="exact"`` for the minor part.
+    Works with G = A Aᵀ (or AᵀA) [k, k], k = min(m, n): Krylov blocks GΩ, G²Ω, … of ``block``
+    columns, ``niter + 1`` blocks in all, then Rayleigh–Ritz for the top ``rank`` directions U [k, r]
+    and a final fp32 SVD of Uᵀ A [r, N] (so the factors are exact within span(U) whatever precision
+    the products had). Krylov spaces converge on flat spectra where plain power iteration stalls.
+    Use ``method="exact"`` for the minor part.
     """
     transposed = A.shape[0] > A.shape[1]
     short = A.mT if transposed else A  # [k, N], k <= N
     k = short.shape[0]
-    G = sketch_gram(short)
+    G = _GramOperator(short)
     block = max(1, min(block, k))
     dim = block * (niter + 1)
-    if dim >= k:  # the Krylov space would span everything: solve exactly
-        U = torch.linalg.eigh(G).eigenvectors[:, -rank:]
+    if 4 * dim >= 3 * k:  # a Krylov space this close to all k dimensions costs more than solving exactly
+        U = torch.linalg.eigh(G.dense()).eigenvectors[:, -rank:]
     else:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         basis = _scratch("basis", (k, dim), A.dtype) if A.device.type == "cpu" else A.new_empty(k, dim)
         g_basis = _scratch("g_basis", (k, dim), A.dtype) if A.device.type == "cpu" else A.new_empty(k, dim)
         # basis: orthonormal Krylov basis Q; g_basis: G Q, kept so Rayleigh–Ritz needs no extra product
-        X = torch.linalg.qr(G @ torch.randn(k, block, generator=gen, dtype=A.dtype).to(A.device)).Q
+        X = torch.linalg.qr(G(torch.randn(k, block, generator=gen, dtype=A.dtype).to(A.device))).Q
         basis[:, :block] = X
         for i in range(1, niter + 1):
-            Y = G @ X
+            Y = G(X)
             g_basis[:, (i - 1) * block : i * block] = Y
             done = basis[:, : i * block]
             for _ in range(2):  # block Gram–Schmidt twice: once is not enough in fp32
                 Y = Y - done @ (done.mT @ Y)
             X = torch.linalg.qr(Y).Q
             basis[:, i * block : (i + 1) * block] = X
-        g_basis[:, niter * block :] = G @ X
+        g_basis[:, niter * block :] = G(X)
         ritz = basis.mT @ g_basis  # Qᵀ G Q [dim, dim]
         U = basis @ torch.linalg.eigh(0.5 * (ritz + ritz.mT)).eigenvectors[:, -rank:]
     # Final Rayleigh–Ritz in fp32 on the matrix itself: Uᵀ A = Z diag(S) Vh within span(U).
