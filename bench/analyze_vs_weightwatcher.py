@@ -76,14 +76,18 @@ def _run(kind: str, env_extra: dict[str, str]) -> dict[str, object]:
 
 
 def main() -> None:
-    ww_default = "--no-ww-default" not in sys.argv
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-ww-default", action="store_true", help="skip WeightWatcher with default threads")
+    ww_default = not ap.parse_args().no_ww_default
     rw_res = _run("rankwise", {})
     pinned = _run("ww", PINNED)
     default = _run("ww", {}) if ww_default else None
     rw_alpha: dict[str, float] = rw_res["alphas"]  # type: ignore[assignment]
     ww_alpha: dict[str, float] = pinned["alphas"]  # type: ignore[assignment]
     print("SmolLM2-135M, 2-core CPU; each tool in a fresh process, default rankwise settings")
-    print(f"{'tool':44s} {'seconds':>9s} {'matrices':>9s} {'rankwise speed-up':>18s}")
+    print(f"{'tool':50s} {'seconds':>9s} {'matrices':>9s} {'rankwise speed-up':>18s}")
     rows = [("rankwise analyze (folder, streamed)", rw_res), ("WeightWatcher analyze(), BLAS pinned to 1 thread",
                                                              pinned)]
     if default is not None:
@@ -91,7 +95,7 @@ def main() -> None:
     for label, res in rows:
         secs = float(res["seconds"])  # type: ignore[arg-type]
         count = len(res["alphas"])  # type: ignore[arg-type]
-        print(f"{label:44s} {secs:9.1f} {count:9d} {secs / float(rw_res['seconds']):17.1f}x")  # type: ignore[arg-type]
+        print(f"{label:50s} {secs:9.1f} {count:9d} {secs / float(rw_res['seconds']):17.1f}x")  # type: ignore[arg-type]
     print(f"rankwise: {float(rw_res['cpu_seconds']):.1f} s CPU over {float(rw_res['seconds']):.1f} s wall on "  # type: ignore[arg-type]
           f"{rw_res['threads']} threads (no oversubscription: CPU/wall <= threads); metrics: "
           f"{', '.join(rw_res['metrics'])}")  # type: ignore[arg-type]
