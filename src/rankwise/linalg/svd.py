@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Literal
 
@@ -72,6 +73,7 @@ def svd(
     return _randomized(A, rank, rank + extra, steps, seed)
 
 
+@functools.cache
 def _fast_bf16_matmul() -> bool:
     """True when this CPU multiplies bf16 natively (AVX512-BF16 / AMX), ~4x faster than fp32 here."""
     try:
