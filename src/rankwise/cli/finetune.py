@@ -44,7 +44,8 @@ def register(sub: Any) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="bundled name (default smollm2-135m), HF folder, .gguf file or hub id")
     p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--config", help="YAML file of settings (a run's config.yaml); options given here override it")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML file of settings (a run's config.yaml); options given here override it")
     a = p.add_argument_group("adapter")
     a.add_argument("--method", help="lora, pissa, milora, corda or eva (default lora)")
     a.add_argument("--rank", type=positive_int, help="adapter rank (default 16)")
