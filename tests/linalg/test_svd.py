@@ -67,6 +67,25 @@ def test_randomized_factors_are_the_exact_svd_of_the_projection_onto_their_span(
     assert float((f.reconstruct() - projection).norm() / projection.norm()) < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(576, 1536), (1536, 576)])
+def test_randomized_without_bf16_units_takes_the_fp32_gram_path(shape: tuple[int, int],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPUs without native bf16 form G in fp32 once; the result must be as good as the bf16 products'."""
+    import importlib
+
+    svd_module = importlib.import_module("rankwise.linalg.svd")  # the module (the package re-exports the function)
+
+    W = _flat_spectrum_matrix(*shape)
+    exact = svd(W, 16).reconstruct()
+    has_bf16 = svd_module._fast_bf16_matmul()
+    with_bf16 = svd(W, 16, "randomized", seed=0).reconstruct()
+    monkeypatch.setattr(svd_module, "_fast_bf16_matmul", lambda: False)
+    fp32 = svd(W, 16, "randomized", seed=0).reconstruct()
+    assert not has_bf16 or not torch.equal(fp32, with_bf16)  # on a bf16 CPU the two paths really differ
+    for approx in (fp32, with_bf16):
+        assert float((approx - exact).norm() / exact.norm()) < 0.08
+
+
 def test_randomized_is_bitwise_reproducible_for_a_seed() -> None:
     W = _flat_spectrum_matrix(200, 300)
     a, b = svd(W, 8, "randomized", seed=7), svd(W, 8, "randomized", seed=7)
