@@ -58,6 +58,14 @@ def test_fast_mode_uses_top_k_and_stays_close(tiny_model: torch.nn.Module) -> No
         assert f["nuclear_norm"] <= e["nuclear_norm"] * (1 + 1e-6)
 
 
+def test_fast_mode_leaves_welore_undetermined_when_its_top_k_is_too_short(tiny_model: torch.nn.Module) -> None:
+    exact = analyze(tiny_model, progress=False)
+    assert max(r["welore_rank"] or 0 for r in exact.table) > 4  # WeLore needs more than 4 values somewhere
+    short = analyze(tiny_model, fast=True, fast_rank=4, progress=False)
+    assert short.meta["welore_tau"] is None
+    assert all(r["welore_rank"] is None for r in short.table)  # not "keep all 4": that is no recommendation
+
+
 def test_folder_and_model_give_the_same_report(tiny_folder: Path) -> None:
     a = analyze(tiny_llama(), progress=False).table
     b = analyze(str(tiny_folder), progress=False, workers=1).table

@@ -119,8 +119,9 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
 
 
 def weight_pass(source: MatrixSource, cfg: AnalyzeConfig, progress: bool, desc: str = "analyze"
-                ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor], float]:
-    """Rows, singular values (fp32) and the WeLore threshold τ of every matrix of ``source``.
+                ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor], float | None]:
+    """Rows, singular values (fp32) and the WeLore threshold τ of every matrix of ``source``
+    (τ and the WeLore ranks are None when ``--fast``'s top-k spectra are too short to place τ).
 
     A few matrices are in memory at a time; the WeLore ranks are set once all spectra are known.
     """
@@ -143,9 +144,17 @@ def weight_pass(source: MatrixSource, cfg: AnalyzeConfig, progress: bool, desc: 
     block = [r for r in rows if r["layer"] is not None] or rows
     shapes = {r["name"]: (r["rows"], r["cols"]) for r in block}
     ranks, tau = welore_ranks({n: spectra[n] for n in shapes}, shapes, cfg.welore_ratio)
+    # Under --fast only the top-k singular values are known. If a matrix's rank reaches the end of its
+    # known spectrum, the parameter count behind τ is only a lower bound, so neither τ nor any rank is
+    # determined (keeping all k would otherwise pass for a recommendation).
+    truncated = [n for n in shapes if spectra[n].numel() < min(shapes[n])]
+    if any(ranks[n] >= spectra[n].numel() for n in truncated):
+        ranks, tau_or_none = {}, None
+    else:
+        tau_or_none = tau
     for r in rows:
         r["welore_rank"] = ranks.get(r["name"])
-    return rows, spectra, tau
+    return rows, spectra, tau_or_none
 
 
 def analyze(
