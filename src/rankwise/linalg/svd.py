@@ -115,11 +115,15 @@ class _GramOperator:
     """
 
     def __init__(self, short: torch.Tensor) -> None:
-        k, N = short.shape
+        k = short.shape[0]
         self.half: torch.Tensor | None = None
         self.gram: torch.Tensor | None = None
         if short.device.type == "cpu" and _fast_bf16_matmul():
-            self.half = _scratch("half", (k, N), torch.bfloat16).copy_(short)
+            # Copy in the memory order the matrix already has: converting a transposed view into a
+            # contiguous buffer is a strided copy, 10x slower (1.3 ms for a 1536x576 gate_proj).
+            source = short.mT if not short.is_contiguous() and short.mT.is_contiguous() else short
+            stored = _scratch("half", tuple(source.shape), torch.bfloat16).copy_(source)
+            self.half = stored if source is short else stored.mT
         elif short.device.type == "cpu":
             self.gram = torch.matmul(short, short.mT, out=_scratch("gram", (k, k), torch.float32))
         else:
