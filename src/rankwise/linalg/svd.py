@@ -85,13 +85,16 @@ def _fast_bf16_matmul() -> bool:
 _scratch_space = threading.local()
 
 
-def _scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A per-thread buffer of ``shape``, reused across calls (its contents are garbage).
+def _scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | None = None
+             ) -> torch.Tensor:
+    """A per-thread buffer of ``shape``, reused across calls on CPU (its contents are garbage).
 
     The randomized SVD runs once per matrix over hundreds of matrices; fresh multi-MB temporaries
     page-fault on every call (~3 µs per 4 KiB page measured here), which cost more than the
     arithmetic. Callers must not keep the returned view beyond the current call.
     """
+    if device is not None and device.type != "cpu":  # accelerators have caching allocators of their own
+        return torch.empty(shape, dtype=dtype, device=device)
     buffers: dict[tuple[str, torch.dtype], torch.Tensor] = _scratch_space.__dict__.setdefault("buffers", {})
     numel = 1
     for size in shape:
@@ -163,8 +166,8 @@ def _randomized(A: torch.Tensor, rank: int, block: int, niter: int, seed: int) -
         U = torch.linalg.eigh(G.dense()).eigenvectors[:, -rank:]
     else:
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        basis = _scratch("basis", (k, dim), A.dtype) if A.device.type == "cpu" else A.new_empty(k, dim)
-        g_basis = _scratch("g_basis", (k, dim), A.dtype) if A.device.type == "cpu" else A.new_empty(k, dim)
+        basis = _scratch("basis", (k, dim), A.dtype, A.device)
+        g_basis = _scratch("g_basis", (k, dim), A.dtype, A.device)
         # basis: orthonormal Krylov basis Q; g_basis: G Q, kept so Rayleigh–Ritz needs no extra product
         X = torch.linalg.qr(G(torch.randn(k, block, generator=gen, dtype=A.dtype).to(A.device))).Q
         basis[:, :block] = X
