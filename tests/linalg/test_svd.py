@@ -86,6 +86,22 @@ def test_randomized_without_bf16_units_takes_the_fp32_gram_path(shape: tuple[int
         assert float((approx - exact).norm() / exact.norm()) < 0.08
 
 
+@pytest.mark.parametrize("true_rank", [3, 16, 40])
+def test_randomized_on_an_exactly_low_rank_matrix_is_exact(true_rank: int) -> None:
+    """A matrix of rank at most the Krylov dimension exhausts the space: later blocks are rounding noise.
+    The factors must still be orthonormal (also for zero singular values, true rank 3 < 16), and the
+    error must meet the Eckart–Young bound up to the ~2⁻⁹ rounding of the bf16 Krylov products."""
+    gen = torch.Generator().manual_seed(true_rank)
+    W = torch.randn(400, true_rank, generator=gen) @ torch.randn(true_rank, 900, generator=gen)
+    f = svd(W, 16, "randomized", seed=0)
+    eye = torch.eye(16)
+    assert torch.allclose(f.U.mT @ f.U, eye, atol=1e-4) and torch.allclose(f.Vh @ f.Vh.mT, eye, atol=1e-4)
+    err = float((W - f.reconstruct()).norm() / W.norm())
+    bound = truncation_error(torch.linalg.svdvals(W.double()), 16) ** 0.5 / float(W.norm())
+    assert err <= bound + 4e-3
+    assert bool(torch.isfinite(f.Vh).all()) and float(f.S[true_rank:].sum()) < 1e-3 * float(f.S[0])
+
+
 def test_randomized_is_bitwise_reproducible_for_a_seed() -> None:
     W = _flat_spectrum_matrix(200, 300)
     a, b = svd(W, 8, "randomized", seed=7), svd(W, 8, "randomized", seed=7)

@@ -52,8 +52,14 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], on_done: Callable[[],
         with ThreadPoolExecutor(max_workers=cores) as pool:
             futures = [pool.submit(pinned, x) for x in items]
             results = []
-            for future in futures:
-                results.append(future.result())
-                if on_done:
-                    on_done()
+            try:
+                for future in futures:
+                    results.append(future.result())
+                    if on_done:
+                        on_done()
+            except BaseException:
+                # Fail fast (also on Ctrl-C): drop the queued items instead of running them all before
+                # raising; the ones already running finish, so nothing touches the caller's data after.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             return results
