@@ -86,6 +86,16 @@ def test_randomized_without_bf16_units_takes_the_fp32_gram_path(shape: tuple[int
         assert float((approx - exact).norm() / exact.norm()) < 0.08
 
 
+def test_more_krylov_blocks_never_hurt() -> None:
+    """Long Krylov runs keep an orthonormal basis: with a single Gram–Schmidt pass the basis decayed
+    and 24 blocks landed 77 % from the exact principal part on this flat spectrum, against 7 % for 8."""
+    W = _flat_spectrum_matrix()
+    exact = svd(W, 16).reconstruct()
+    errors = [float((svd(W, 16, "randomized", niter=n).reconstruct() - exact).norm() / exact.norm())
+              for n in (8, 16, 24)]
+    assert errors[1] <= errors[0] + 1e-3 and errors[2] <= errors[0] + 1e-3
+
+
 @pytest.mark.parametrize("true_rank", [3, 16, 40])
 def test_randomized_on_an_exactly_low_rank_matrix_is_exact(true_rank: int) -> None:
     """A matrix of rank at most the Krylov dimension exhausts the space: later blocks are rounding noise.
