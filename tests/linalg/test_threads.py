@@ -1,3 +1,4 @@
+import threading
 import time
 
 import pytest
@@ -23,6 +24,28 @@ def test_results_come_back_in_input_order_and_torch_threads_are_restored(two_thr
     assert [v for v, _ in out] == [i * i for i in range(30)]
     assert {threads for _, threads in out} == {1}  # workers run torch single-threaded
     assert torch.get_num_threads() == 2
+
+
+def test_workers_are_kept_between_calls(two_threads: object) -> None:
+    """Per-thread state (scratch buffers, malloc heaps) must survive from one call to the next."""
+
+    def who(_: int) -> int:
+        time.sleep(0.002)
+        return threading.get_ident()
+
+    first, second = set(parallel_map(who, range(8))), set(parallel_map(who, range(8)))
+    assert threading.get_ident() not in first
+    assert first == second
+
+
+def test_a_forked_child_gets_a_pool_of_its_own(two_threads: object) -> None:
+    """The child of a fork inherits the pool object but not its threads; it must not hang on it."""
+    import multiprocessing
+
+    parallel_map(lambda i: i, range(4))  # make sure the parent has a pool
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as child:
+        assert child.apply_async(_square_all_in_parallel).get(timeout=60) == [i * i for i in range(6)]
 
 
 def test_a_nested_call_runs_serially_in_its_worker(two_threads: object) -> None:
@@ -60,3 +83,8 @@ def test_same_bits_as_a_serial_loop(two_threads: object) -> None:
     torch.set_num_threads(1)
     serial = [svd(W, 8, "randomized", seed=1).S for W in mats]
     assert all(torch.equal(a, b) for a, b in zip(parallel, serial, strict=True))
+
+
+def _square_all_in_parallel() -> list[int]:
+    torch.set_num_threads(2)
+    return parallel_map(lambda i: i * i, range(6))

@@ -61,15 +61,14 @@ class CalibrationData(BaseModel):
 
 @dataclass(frozen=True)
 class AdapterInit:
-    """Initial tensors of one adapted layer.
+    """Initial tensors of one adapted layer: ``A`` [r, n], ``B`` [m, r] (fp32).
 
-    ``A`` [r, n], ``B`` [m, r] (fp32); ``residual`` [m, n] replaces the frozen base weight when the
-    method changes it (None: the base weight stays as it is).
+    When the method's config has ``changes_base``, `adapt` freezes W − s·B·A in place of W, so that
+    the output is unchanged at init and every method's residual is the same formula.
     """
 
     A: torch.Tensor
     B: torch.Tensor
-    residual: torch.Tensor | None = None
 
 
 #: ``init(weights, grams, config) -> inits``: ``weights`` maps layer name → W [m, n] (fp32), ``grams``

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from rankwise.adapters._common import per_layer
 from rankwise.adapters.config import AdapterConfig, AdapterInit, CalibrationData, register
-from rankwise.linalg import covariance_factors, split_off
+from rankwise.linalg import adapter_factors, covariance_factors
 
 
 class CorDA(AdapterConfig):
@@ -35,7 +35,7 @@ def init_corda(
     def one(name: str, _i: int, W: torch.Tensor) -> AdapterInit:
         full = covariance_factors(W, grams[name], config.clamp)
         part = full.truncate(config.rank) if config.mode == "ipm" else full.tail(full.rank - config.rank)
-        B, A, residual = split_off(W, part, config.scaling())
-        return AdapterInit(A=A, B=B, residual=residual)
+        B, A = adapter_factors(part, config.scaling())
+        return AdapterInit(A=A, B=B)
 
     return per_layer(weights, config.rank, one)

@@ -8,7 +8,7 @@ import torch
 
 from rankwise.adapters._common import per_layer
 from rankwise.adapters.config import AdapterConfig, AdapterInit, register
-from rankwise.linalg import split_off, svd
+from rankwise.linalg import adapter_factors, svd
 
 
 class MiLoRA(AdapterConfig):
@@ -27,7 +27,7 @@ def init_milora(
 ) -> dict[str, AdapterInit]:
     def one(_name: str, _i: int, W: torch.Tensor) -> AdapterInit:
         full = svd(W, method="exact")
-        B, A, residual = split_off(W, full.tail(full.rank - config.rank), config.scaling())
-        return AdapterInit(A=A, B=B, residual=residual)
+        B, A = adapter_factors(full.tail(full.rank - config.rank), config.scaling())
+        return AdapterInit(A=A, B=B)
 
     return per_layer(weights, config.rank, one)

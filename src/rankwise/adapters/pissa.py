@@ -8,7 +8,7 @@ import torch
 
 from rankwise.adapters._common import SVDInitConfig, per_layer
 from rankwise.adapters.config import AdapterInit, register
-from rankwise.linalg import split_off, svd
+from rankwise.linalg import adapter_factors, svd
 
 
 class PiSSA(SVDInitConfig):
@@ -29,7 +29,7 @@ def init_pissa(
     def one(_name: str, i: int, W: torch.Tensor) -> AdapterInit:
         parts = svd(W, config.rank, config.svd, oversample=config.oversample, niter=config.niter,
                     seed=config.seed + i)
-        B, A, residual = split_off(W, parts, config.scaling())
-        return AdapterInit(A=A, B=B, residual=residual)
+        B, A = adapter_factors(parts, config.scaling())
+        return AdapterInit(A=A, B=B)
 
     return per_layer(weights, config.rank, one)

@@ -13,7 +13,7 @@ from rankwise.linalg.metrics import (
     stable_rank,
     truncation_error,
 )
-from rankwise.linalg.split import covariance_factors, eigen_directions, split_off
+from rankwise.linalg.split import adapter_factors, covariance_factors, eigen_directions, split_off
 from rankwise.linalg.svd import svd
 from rankwise.linalg.whiten import Whitener, whitened_factors, whitened_svd, whitening
 
@@ -21,6 +21,7 @@ __all__ = [
     "Factors",
     "GramAccumulator",
     "Whitener",
+    "adapter_factors",
     "covariance_factors",
     "effective_rank",
     "eigen_directions",

@@ -8,12 +8,10 @@ from rankwise.linalg.factors import Factors
 from rankwise.linalg.whiten import DEFAULT_CLAMP
 
 
-def split_off(W: torch.Tensor, part: Factors, scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Move ``part`` (some triplets of W's decomposition) into adapter factors.
+def adapter_factors(part: Factors, scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B [m, r], A [r, n])`` in fp32 with s·B·A = part.reconstruct() (s = ``scaling``).
 
-    Returns ``(B [m, r], A [r, n], residual [m, n])`` in fp32 with s·B·A = part.reconstruct() and
-    residual = W − s·B·A, so residual + s·B·A = W up to rounding (s = ``scaling``). The singular
-    values are split evenly between B and A, as in PiSSA.
+    The singular values are split evenly between B and A, as in PiSSA.
     """
     if scaling <= 0:
         raise ValueError(f"scaling must be positive, got {scaling}")
@@ -22,6 +20,16 @@ def split_off(W: torch.Tensor, part: Factors, scaling: float = 1.0) -> tuple[tor
     B, A = (B / root).contiguous(), (A / root).contiguous()
     if not (torch.isfinite(A).all() and torch.isfinite(B).all()):  # then the residual is finite if W is
         raise ValueError("adapter split produced NaN or inf values")
+    return B, A
+
+
+def split_off(W: torch.Tensor, part: Factors, scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move ``part`` (some triplets of W's decomposition) into adapter factors.
+
+    Returns ``(B [m, r], A [r, n], residual [m, n])`` in fp32 with s·B·A = part.reconstruct() and
+    residual = W − s·B·A, so residual + s·B·A = W up to rounding (s = ``scaling``).
+    """
+    B, A = adapter_factors(part, scaling)
     return B, A, subtract_lowrank(W, B, A, scaling)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -22,6 +24,28 @@ def single_threaded_torch() -> Iterator[int]:
         yield previous
     finally:
         torch.set_num_threads(previous)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+# A forked child inherits the dict but not the threads: it must start pools of its own.
+os.register_at_fork(after_in_child=_pools.clear)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's long-lived pool of ``workers`` threads.
+
+    Kept between calls because workers hold per-thread state that is costly to rebuild: the
+    randomized SVD's scratch buffers (`linalg.svd._scratch`) and the worker's malloc heap, whose
+    fresh pages fault on first use. A new pool per call faulted 10-45k extra pages per SmolLM2 PiSSA
+    init at 2 threads; a kept pool comes down to the ~6k a serial run has. Idle workers cost nothing
+    and exit with the interpreter.
+    """
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rankwise")
+        return pool
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], on_done: Callable[[], object] | None = None) -> list[R]:
@@ -49,17 +73,18 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], on_done: Callable[[],
                 if on_done:
                     on_done()
             return out
-        with ThreadPoolExecutor(max_workers=cores) as pool:
-            futures = [pool.submit(pinned, x) for x in items]
-            results = []
-            try:
-                for future in futures:
-                    results.append(future.result())
-                    if on_done:
-                        on_done()
-            except BaseException:
-                # Fail fast (also on Ctrl-C): drop the queued items instead of running them all before
-                # raising; the ones already running finish, so nothing touches the caller's data after.
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            return results
+        futures = [_pool(cores).submit(pinned, x) for x in items]
+        results = []
+        try:
+            for future in futures:
+                results.append(future.result())
+                if on_done:
+                    on_done()
+        except BaseException:
+            # Nothing may keep running on the caller's data after we return: drop the queued items
+            # and wait for the ones already running (also on Ctrl-C).
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
+        return results
