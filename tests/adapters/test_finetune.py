@@ -78,6 +78,55 @@ def test_activation_checkpointing_needs_a_model_that_supports_it() -> None:
         pass
 
 
+def test_bf16_mixed_precision_keeps_a_small_adapter_update() -> None:
+    """Under autocast the adapter's sum with the base output is fp32: an update ~1e-4 of the output
+    survives, where a bf16 sum (8 significant bits) gives back the base output itself."""
+    from rankwise.adapters.layer import AdapterLinear
+    from rankwise.adapters.train.memory import mixed_precision
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.nn.Linear(64, 32, bias=False)
+    layer = AdapterLinear(base, torch.randn(4, 64, generator=gen), 1e-5 * torch.randn(32, 4, generator=gen), 1.0)
+    x = torch.randn(8, 64, generator=gen)
+    with mixed_precision(x.device, "bf16"):
+        y = layer(x)
+        y_base = base(x)
+    assert y.dtype == torch.float32 and y_base.dtype == torch.bfloat16
+    delta = x @ layer.lora_A.mT @ layer.lora_B.mT
+    torch.testing.assert_close(y - y_base.float(), delta, rtol=1e-3, atol=2e-7)  # fp32 rounding of the sum
+    rounded_away = (y_base + delta.to(torch.bfloat16)) == y_base
+    assert float(rounded_away.float().mean()) > 0.9  # what a bf16 sum would have kept: nothing
+    with torch.no_grad():  # outside autocast nothing changes: fp32 in, fp32 out, same formula
+        torch.testing.assert_close(layer(x), base(x) + delta, rtol=1e-6, atol=1e-6)
+
+
+def test_bf16_mixed_precision_gradients_match_fp32() -> None:
+    from rankwise.adapters.train.memory import mixed_precision
+
+    grads, losses = [], []
+    for precision in ("fp32", "bf16"):
+        model = rw.adapt(tiny_llama(), rw.adapters.PiSSA(rank=2))
+        with mixed_precision(TRAIN.device, precision):
+            total, n = causal_lm_loss(model, TRAIN[:4], chunk=5)
+        (total / n).backward()  # type: ignore[no-untyped-call]
+        losses.append(float(total / n))
+        grads.append({k: p.grad for k, p in rw.adapters.trainable_parameters(model).items()})
+        assert all(p.dtype == torch.float32 for p in rw.adapters.trainable_parameters(model).values())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+    for name, grad in grads[0].items():
+        bf16 = grads[1][name]
+        assert bf16.dtype == torch.float32
+        cosine = float(torch.nn.functional.cosine_similarity(bf16.flatten(), grad.flatten(), dim=0))
+        assert cosine > 0.99, name
+
+
+def test_bf16_run_trains_like_fp32_and_records_its_precision(tmp_path: Path) -> None:
+    reports = [run(cfg("lora", precision=p, steps=4), tmp_path / p) for p in ("fp32", "bf16")]
+    for a, b in zip(reports[0]["losses"], reports[1]["losses"], strict=True):  # type: ignore[call-overload]
+        assert b == pytest.approx(a, rel=2e-2)
+    assert yaml.safe_load((tmp_path / "bf16" / "config.yaml").read_text())["precision"] == "bf16"
+
+
 def test_schedule_warms_up_then_decays() -> None:
     lrs = [learning_rate(s, 10, 1.0, warmup=2, min_ratio=0.1) for s in range(10)]
     assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[-1] == pytest.approx(0.1)

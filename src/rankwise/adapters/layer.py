@@ -59,9 +59,13 @@ class AdapterLinear(nn.Module):
         y: torch.Tensor = self.base(x)
         if self.merged:
             return y
-        h = self.dropout(x).to(self.lora_A.dtype)
-        delta = F.linear(F.linear(h, self.lora_A), self.lora_B)
-        out: torch.Tensor = y + (delta * self.scaling).to(y.dtype)
+        autocast = torch.is_autocast_enabled(x.device.type)
+        # Under mixed precision the adapter path and its sum with the base output stay fp32 and so
+        # does the result: in bf16 (8 significant bits) a young adapter's s·B·A x rounds away against W x.
+        with torch.autocast(x.device.type, enabled=False):
+            h = self.dropout(x).to(self.lora_A.dtype)
+            delta = F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scaling
+            out: torch.Tensor = y.to(delta.dtype) + delta if autocast else y + delta.to(y.dtype)
         return out
 
     def init_A_tensor(self) -> torch.Tensor:

@@ -26,7 +26,7 @@ TRAINING_FIELDS = {
     "model": "model", "data": "data", "eval_data": "eval_data", "steps": "steps", "lr": "lr",
     "batch_size": "batch_size", "grad_accum": "grad_accum", "seq_len": "seq_len", "warmup": "warmup_steps",
     "weight_decay": "weight_decay", "seed": "seed", "eval_tokens": "eval_tokens",
-    "checkpoint_every": "checkpoint_every",
+    "checkpoint_every": "checkpoint_every", "precision": "precision",
 }
 
 
@@ -75,6 +75,8 @@ def register(sub: Any) -> None:
     t.add_argument("--checkpointing", action="store_true", default=None,
                    help="recompute each block's activations in the backward pass (activation checkpointing): "
                         "~0.6x the peak memory for ~1.4x the step time")
+    t.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: mixed precision, the frozen model's matmuls in bfloat16 (default fp32)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true")

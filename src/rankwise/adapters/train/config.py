@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
@@ -38,6 +38,9 @@ class FinetuneConfig(BaseModel):
     loss_chunk: int = Field(default=512, gt=0, description="positions per LM-head chunk in the loss")
     checkpointing: bool = Field(default=False, description="recompute decoder-block activations in the backward "
                                 "pass: ~0.6x the peak memory for ~1.4x the step time")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16: autocast the frozen model's matmuls to bfloat16 (mixed precision); "
+        "the adapters, their sum with the base output, the loss and the optimizer stay fp32")
 
     @field_validator("adapter", mode="before")
     @classmethod

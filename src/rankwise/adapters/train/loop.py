@@ -18,7 +18,7 @@ from rankwise.adapters.run_io import load_adapter
 from rankwise.adapters.train.checkpoint import CHECKPOINT, read_state, restore_optimizer, save_checkpoint
 from rankwise.adapters.train.config import FinetuneConfig
 from rankwise.adapters.train.loss import causal_lm_loss
-from rankwise.adapters.train.memory import activation_checkpointing
+from rankwise.adapters.train.memory import activation_checkpointing, mixed_precision
 from rankwise.adapters.train.run_folder import finish_run, prepare_work_folder
 from rankwise.adapters.train.schedule import learning_rate
 from rankwise.errors import RankwiseError
@@ -43,7 +43,8 @@ def _train_step(model: nn.Module, cfg: FinetuneConfig, train: torch.Tensor, step
     n_pred = cfg.grad_accum * cfg.batch_size * (cfg.seq_len - 1)
     for micro in range(cfg.grad_accum):
         batch = train[batch_indices(step, micro, cfg, train.shape[0])]
-        loss, _ = causal_lm_loss(model, batch, cfg.loss_chunk)
+        with mixed_precision(batch.device, cfg.precision):
+            loss, _ = causal_lm_loss(model, batch, cfg.loss_chunk)
         (loss / n_pred).backward()  # type: ignore[no-untyped-call]
         total += float(loss.detach())
         tokens += batch.numel()
