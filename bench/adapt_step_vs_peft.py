@@ -2,9 +2,10 @@
 
 All 7 projection types (q/k/v/o/gate/up/down), batch 4 × 256 tokens, AdamW; the median step time
 of N steps after warm-up, the trainable-parameter count and the peak RSS of each side. Each side
-runs in its own subprocess so that peak RSS is its own. rankwise runs twice: as `rankwise finetune`
-does by default and with ``--checkpointing`` (activation checkpointing); PEFT runs with its defaults
-(``labels=`` loss, no checkpointing).
+runs in its own subprocess so that peak RSS is its own. rankwise runs as `rankwise finetune` does by
+default, with ``--checkpointing`` (activation checkpointing) and with ``--precision bf16`` (mixed
+precision); PEFT runs with its defaults (``labels=`` loss, no checkpointing) and under
+``torch.autocast(bfloat16)``, which is what transformers' Trainer does with ``bf16=True``.
 
     PYTHONPATH=src python bench/adapt_step_vs_peft.py [--steps 10] [--warmup 2]
 """
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 
-SIDES = ["rankwise", "rankwise-ckpt", "peft"]
+SIDES = ["rankwise", "rankwise-ckpt", "peft", "rankwise-bf16", "peft-bf16"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -56,8 +57,9 @@ def measure(which: str, steps: int, warmup: int, batch: int, seq: int) -> dict[s
             out: torch.Tensor = model(input_ids=data, labels=data, use_cache=False).loss
             return out
 
-    from rankwise.adapters.train.memory import activation_checkpointing
+    from rankwise.adapters.train.memory import activation_checkpointing, mixed_precision
 
+    precision = "bf16" if which.endswith("-bf16") else "fp32"
     model.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
     rss_before = _rss_mb()
@@ -66,7 +68,9 @@ def measure(which: str, steps: int, warmup: int, batch: int, seq: int) -> dict[s
         for i in range(warmup + steps):
             t = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss_fn().backward()
+            with mixed_precision(data.device, precision):
+                loss = loss_fn()
+            loss.backward()
             opt.step()
             if i >= warmup:
                 times.append(time.perf_counter() - t)
@@ -93,15 +97,20 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[which] = json.loads(out.strip().splitlines()[-1])
     r, n, p = results["rankwise"], results["rankwise-ckpt"], results["peft"]
+    rb, pb = results["rankwise-bf16"], results["peft-bf16"]
     print(f"LoRA r=16 on all 7 projection types of SmolLM2-135M, batch {args.batch} x {args.seq}, "
           f"median of {args.steps} steps after {args.warmup} warm-up, {int(r['threads'])} threads")
-    print(f"{'':22}{'rankwise':>12}{'PEFT':>12}{'ratio':>9}{'rankwise --checkpointing':>26}{'ratio':>9}")
+    print(f"{'':22}{'rankwise':>12}{'PEFT':>12}{'ratio':>9}{'rankwise --checkpointing':>26}{'ratio':>9}"
+          f"{'rankwise bf16':>15}{'PEFT bf16':>11}{'ratio':>9}")
     rows = [("step time (s)", "median_step_s", "{:.3f}"), ("fastest step (s)", "min_step_s", "{:.3f}"),
             ("trainable params", "trainable", "{:,.0f}"), ("RSS before train (MB)", "rss_before_mb", "{:.0f}"),
             ("peak RSS (MB)", "peak_rss_mb", "{:.0f}")]
     for label, key, fmt in rows:
         print(f"{label:22}{fmt.format(r[key]):>12}{fmt.format(p[key]):>12}{r[key] / p[key]:>8.2f}x"
-              f"{fmt.format(n[key]):>26}{n[key] / p[key]:>8.2f}x")
+              f"{fmt.format(n[key]):>26}{n[key] / p[key]:>8.2f}x"
+              f"{fmt.format(rb[key]):>15}{fmt.format(pb[key]):>11}{rb[key] / pb[key]:>8.2f}x")
+    print("ratios: rankwise and rankwise --checkpointing against PEFT (fp32); rankwise bf16 against PEFT "
+          "under bf16 autocast (transformers' bf16=True)")
 
 
 if __name__ == "__main__":
