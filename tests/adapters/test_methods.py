@@ -152,3 +152,27 @@ def test_config_yaml_round_trip() -> None:
         cfg = rw.adapters.make_config(method, rank=8)
         again = rw.adapters.config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"))))
         assert again == cfg
+
+
+@pytest.mark.parametrize("method", ["pissa", "eva"])
+def test_adapt_shows_the_init_progress_layer_by_layer(method: str, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny_llama()
+    n = len(rw.modules.select_targets(model, "all-linear"))
+    rw.adapt(model, rw.adapters.make_config(method, rank=2), calibration=torch.randint(0, 128, (4, 16)), progress=True)
+    err = capsys.readouterr().err
+    assert f"{method} init" in err and f"{n}/{n}" in err
+    rw.adapt(tiny_llama(), rw.adapters.make_config(method, rank=2), calibration=torch.randint(0, 128, (4, 16)))
+    assert f"{method} init" not in capsys.readouterr().err  # progress=False (the default) stays quiet
+
+
+def test_layer_by_layer_inits_report_every_finished_layer() -> None:
+    from rankwise.adapters._common import layer_done
+
+    weights = {f"w{i}": torch.randn(12, 20) for i in range(5)}
+    finished: list[int] = []
+    token = layer_done.set(lambda: finished.append(1))
+    try:
+        rw.adapters.get_method("pissa").init(weights, {}, rw.adapters.PiSSA(rank=2))
+    finally:
+        layer_done.reset(token)
+    assert len(finished) == len(weights)

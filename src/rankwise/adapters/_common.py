@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -12,6 +13,9 @@ from rankwise.adapters.config import AdapterConfig, AdapterInit
 from rankwise.linalg.threads import parallel_map
 
 SVDChoice = Literal["randomized", "exact"]
+
+#: Set by `adapt` while a method's init runs: called once per finished layer (a progress bar's update).
+layer_done: ContextVar[Callable[[], object] | None] = ContextVar("layer_done", default=None)
 
 
 class SVDInitConfig(AdapterConfig):
@@ -44,5 +48,5 @@ def per_layer(
     for name, W in weights.items():
         check_rank(name, W, rank)
     jobs = list(enumerate(weights.items()))
-    results = parallel_map(lambda job: fn(job[1][0], job[0], job[1][1]), jobs)
+    results = parallel_map(lambda job: fn(job[1][0], job[0], job[1][1]), jobs, on_done=layer_done.get())
     return {name: result for (_, (name, _)), result in zip(jobs, results, strict=True)}

@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from rankwise.adapters._common import layer_done
 from rankwise.adapters.config import AdapterConfig, get_method
 from rankwise.adapters.layer import AdapterLinear
 from rankwise.errors import RankwiseError
@@ -68,10 +70,15 @@ def adapt(
     names = select_targets(model, targets)
     grams = _calibration_grams(model, config, names, calibration, progress) if config.needs_calibration else {}
     weights = {n: _linear(model, n).weight.detach().to(torch.float32) for n in names}
-    try:
-        inits = method.init(weights, grams, config)
-    except ValueError as exc:
-        raise RankwiseError(f"{config.method} init failed: {exc}") from None
+    with tqdm(total=len(names), desc=f"{config.method} init", unit="layer", disable=not progress) as bar:
+        token = layer_done.set(bar.update)
+        try:
+            inits = method.init(weights, grams, config)
+        except ValueError as exc:
+            raise RankwiseError(f"{config.method} init failed: {exc}") from None
+        finally:
+            layer_done.reset(token)
+        bar.update(len(names) - bar.n)  # methods that do not init layer by layer (EVA) finish at once
     model.requires_grad_(False)
     scaling = config.scaling()
     for name, init in inits.items():
