@@ -28,8 +28,16 @@ def single_threaded_torch() -> Iterator[int]:
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
-# A forked child inherits the dict but not the threads: it must start pools of its own.
-os.register_at_fork(after_in_child=_pools.clear)
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child inherits the pools but not their threads (nor a lock another thread held)."""
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
