@@ -59,14 +59,18 @@ class AdapterLinear(nn.Module):
         y: torch.Tensor = self.base(x)
         if self.merged:
             return y
-        autocast = torch.is_autocast_enabled(x.device.type)
+        if not torch.is_autocast_enabled(x.device.type):
+            return y + self._delta(x).to(y.dtype)
         # Under mixed precision the adapter path and its sum with the base output stay fp32 and so
         # does the result: in bf16 (8 significant bits) a young adapter's s·B·A x rounds away against W x.
         with torch.autocast(x.device.type, enabled=False):
-            h = self.dropout(x).to(self.lora_A.dtype)
-            delta = F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scaling
-            out: torch.Tensor = y.to(delta.dtype) + delta if autocast else y + delta.to(y.dtype)
-        return out
+            return y.to(self.lora_A.dtype) + self._delta(x)
+
+    def _delta(self, x: torch.Tensor) -> torch.Tensor:
+        """s · B A dropout(x) [..., m] in the adapters' dtype (fp32), for x [..., n]."""
+        h = self.dropout(x).to(self.lora_A.dtype)
+        delta: torch.Tensor = F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scaling
+        return delta
 
     def init_A_tensor(self) -> torch.Tensor:
         return self.init_A

@@ -143,18 +143,17 @@ def weight_pass(source: MatrixSource, cfg: AnalyzeConfig, progress: bool, desc: 
     # would distort the shared threshold, so they get no WeLore rank unless nothing else was analysed.
     block = [r for r in rows if r["layer"] is not None] or rows
     shapes = {r["name"]: (r["rows"], r["cols"]) for r in block}
+    tau: float | None
     ranks, tau = welore_ranks({n: spectra[n] for n in shapes}, shapes, cfg.welore_ratio)
     # Under --fast only the top-k singular values are known. If a matrix's rank reaches the end of its
     # known spectrum, the parameter count behind τ is only a lower bound, so neither τ nor any rank is
     # determined (keeping all k would otherwise pass for a recommendation).
     truncated = [n for n in shapes if spectra[n].numel() < min(shapes[n])]
     if any(ranks[n] >= spectra[n].numel() for n in truncated):
-        ranks, tau_or_none = {}, None
-    else:
-        tau_or_none = tau
+        ranks, tau = {}, None
     for r in rows:
         r["welore_rank"] = ranks.get(r["name"])
-    return rows, spectra, tau_or_none
+    return rows, spectra, tau
 
 
 def analyze(

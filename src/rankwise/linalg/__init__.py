@@ -13,7 +13,7 @@ from rankwise.linalg.metrics import (
     stable_rank,
     truncation_error,
 )
-from rankwise.linalg.split import adapter_factors, covariance_factors, eigen_directions, split_off
+from rankwise.linalg.split import adapter_factors, covariance_factors, eigen_directions, subtract_lowrank
 from rankwise.linalg.svd import svd
 from rankwise.linalg.whiten import Whitener, whitened_factors, whitened_svd, whitening
 
@@ -31,8 +31,8 @@ __all__ = [
     "rank_for_energy",
     "singular_values",
     "spectral_norm",
-    "split_off",
     "stable_rank",
+    "subtract_lowrank",
     "svd",
     "truncation_error",
     "whitened_factors",

@@ -23,16 +23,6 @@ def adapter_factors(part: Factors, scaling: float = 1.0) -> tuple[torch.Tensor, 
     return B, A
 
 
-def split_off(W: torch.Tensor, part: Factors, scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Move ``part`` (some triplets of W's decomposition) into adapter factors.
-
-    Returns ``(B [m, r], A [r, n], residual [m, n])`` in fp32 with s·B·A = part.reconstruct() and
-    residual = W − s·B·A, so residual + s·B·A = W up to rounding (s = ``scaling``).
-    """
-    B, A = adapter_factors(part, scaling)
-    return B, A, subtract_lowrank(W, B, A, scaling)
-
-
 def subtract_lowrank(W: torch.Tensor, B: torch.Tensor, A: torch.Tensor, scaling: float) -> torch.Tensor:
     """W − s·B·A in fp32 (``W`` [m, n], ``B`` [m, r], ``A`` [r, n]); the one formula for residuals, so that
     rebuilding a residual from saved factors gives the same bits as the init did."""

@@ -46,10 +46,7 @@ def mixed_precision(device: torch.device, precision: str) -> Iterator[None]:
     reduced in fp32 and the optimizer updates fp32 weights, so small adapter updates are not rounded
     away. Run the backward pass outside this context, as torch recommends.
     """
-    if precision == "fp32":
-        yield
-        return
-    if precision != "bf16":
+    if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; use 'fp32' or 'bf16'")
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         yield
