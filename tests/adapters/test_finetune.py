@@ -55,27 +55,61 @@ def test_chunked_loss_matches_full_logits_loss_and_gradient() -> None:
 def test_activation_checkpointing_changes_memory_not_the_gradients() -> None:
     from rankwise.adapters.train.memory import activation_checkpointing
 
-    grads = []
-    for enabled in (False, True):
+    grads, norm_calls = [], []
+    for mode in ("none", "selective", "full"):
         model = rw.adapt(tiny_llama(), rw.adapters.PiSSA(rank=2, dropout=0.1))
         model.train()
+        calls: list[int] = []
+        model.model.layers[0].input_layernorm.register_forward_hook(lambda *_, seen=calls: seen.append(1))
         torch.manual_seed(0)  # dropout draws; checkpointing replays them in the recomputation
-        with activation_checkpointing(model, enabled):
-            assert model.is_gradient_checkpointing == enabled
+        with activation_checkpointing(model, mode):  # type: ignore[arg-type]
+            assert model.is_gradient_checkpointing == (mode != "none")
             total, n = causal_lm_loss(model, TRAIN[:3], chunk=5)
             (total / n).backward()  # type: ignore[no-untyped-call]
         assert not model.is_gradient_checkpointing  # switched off again on exit
         grads.append({k: p.grad for k, p in rw.adapters.trainable_parameters(model).items()})
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+        norm_calls.append(len(calls))
+    assert norm_calls == [1, 2, 2]  # both checkpointing modes rerun the block's norm in the backward pass
+    for other in grads[1:]:
+        for name, grad in grads[0].items():
+            torch.testing.assert_close(other[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_selective_checkpointing_keeps_full_rank_products_and_attention_only() -> None:
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from rankwise.adapters.train.memory import LOW_RANK_INNER_MAX, selective_policy
+
+    aten = torch.ops.aten
+    x, W, A = torch.zeros(8, 64), torch.zeros(64, 48), torch.zeros(64, 4)
+    keep, redo = CheckpointPolicy.MUST_SAVE, CheckpointPolicy.PREFER_RECOMPUTE
+    assert selective_policy(None, aten.mm.default, x, W) == keep  # a projection: 64 MACs per output
+    assert selective_policy(None, aten.mm.default, x @ A, A.mT) == redo  # an adapter's rank-4 product
+    assert selective_policy(None, aten.addmm.default, torch.zeros(48), x, W) == keep
+    wide = torch.zeros(LOW_RANK_INNER_MAX + 1, 3)
+    assert selective_policy(None, aten.bmm.default, torch.zeros(2, 5, wide.shape[0]), wide.expand(2, -1, -1)) == keep
+    assert selective_policy(None, aten._scaled_dot_product_flash_attention_for_cpu.default, x, x, x) == keep
+    for elementwise in (aten.mul.Tensor, aten.silu.default, aten.rsqrt.default, aten._to_copy.default):
+        assert selective_policy(None, elementwise, x) == redo
 
 
 def test_activation_checkpointing_needs_a_model_that_supports_it() -> None:
     from rankwise.adapters.train.memory import activation_checkpointing
 
-    with pytest.raises(RankwiseError, match="Sequential does not support activation checkpointing"), \
-            activation_checkpointing(torch.nn.Sequential(torch.nn.Linear(2, 2))):
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(RankwiseError, match="Sequential does not support activation checkpointing; train with "
+                       "--checkpointing none"), activation_checkpointing(plain, "full"):
         pass
+    with pytest.warns(UserWarning, match="training without it"), activation_checkpointing(plain, "selective"):
+        pass  # the default mode degrades to keeping everything
+    with pytest.raises(ValueError, match="unknown checkpointing mode 'some'"), \
+            activation_checkpointing(plain, "some"):  # type: ignore[arg-type]
+        pass
+
+
+def test_configs_that_predate_the_checkpointing_modes_still_load() -> None:
+    assert (cfg(checkpointing=True).checkpointing, cfg(checkpointing=False).checkpointing) == ("full", "none")
+    assert cfg().checkpointing == "selective"
 
 
 def test_bf16_mixed_precision_keeps_a_small_adapter_update() -> None:
@@ -168,7 +202,8 @@ def test_resume_reaches_the_same_weights(method: str, tmp_path: Path, monkeypatc
         run(cfg(method), tmp_path / "resumed")
     with pytest.raises(RankwiseError, match=r"changed config \(lr 0.01 -> 0.02\)"):
         run(cfg(method, lr=2e-2), tmp_path / "resumed", resume=True)
-    run(cfg(method), tmp_path / "resumed", resume=True)
+    # Checkpointing may change on resume: it trades memory for time and leaves every bit the same.
+    run(cfg(method, checkpointing="none"), tmp_path / "resumed", resume=True)
     full = (tmp_path / "full" / "adapter.safetensors").read_bytes()
     assert (tmp_path / "resumed" / "adapter.safetensors").read_bytes() == full
     a = json.loads((tmp_path / "full" / "report.json").read_text())

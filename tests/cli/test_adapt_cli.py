@@ -52,14 +52,15 @@ def test_config_file_is_read_and_options_given_override_it(tmp_path: Path) -> No
     file.write_text(yaml.safe_dump({"model": "some/folder", "adapter": {"method": "pissa", "rank": 4, "svd": "exact"},
                                     "steps": 7, "lr": 1e-3, "targets": ["q_proj"]}))
     cfg = _config("--config", str(file), "--lr", "2e-3", "--checkpointing", "--precision", "bf16")
-    assert (cfg.model, cfg.steps, cfg.lr, cfg.targets, cfg.checkpointing) == ("some/folder", 7, 2e-3, ["q_proj"], True)
-    assert cfg.precision == "bf16"
+    assert (cfg.model, cfg.steps, cfg.lr, cfg.targets) == ("some/folder", 7, 2e-3, ["q_proj"])
+    assert (cfg.checkpointing, cfg.precision) == ("full", "bf16")  # the bare flag means full checkpointing
     assert (cfg.adapter.method, cfg.adapter.rank, cfg.adapter.svd) == ("pissa", 4, "exact")
     assert _config("--config", str(file), "--rank", "8").adapter.rank == 8
     other = _config("--config", str(file), "--method", "lora")  # another method starts from its own defaults
     assert (other.adapter.method, other.adapter.rank) == ("lora", 16)
     defaults = _config()  # no file: the documented defaults
-    assert not defaults.checkpointing and defaults.precision == "fp32" and defaults.adapter.method == "lora"
+    assert _config("--checkpointing", "none").checkpointing == "none"
+    assert defaults.checkpointing == "selective" and defaults.precision == "fp32" and defaults.adapter.method == "lora"
 
 
 def test_a_runs_config_yaml_reproduces_its_settings(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
 from rankwise.adapters.config import AdapterConfig, config_from_dict
+from rankwise.adapters.train.memory import Checkpointing
 
 
 class FinetuneConfig(BaseModel):
@@ -36,11 +37,19 @@ class FinetuneConfig(BaseModel):
     eval_batch_size: int = Field(default=8, gt=0)
     checkpoint_every: int = Field(default=50, gt=0, description="save a resumable checkpoint every N steps")
     loss_chunk: int = Field(default=512, gt=0, description="positions per LM-head chunk in the loss")
-    checkpointing: bool = Field(default=False, description="recompute decoder-block activations in the backward "
-                                "pass: ~0.6x the peak memory for ~1.4x the step time")
+    checkpointing: Checkpointing = Field(
+        default="selective", description="what decoder blocks recompute in the backward pass instead of keeping: "
+        "'none', 'selective' (the cheap ops: ~0.75x the peak memory of 'none' for ~1.05x the step time) or "
+        "'full' (~0.55x for ~1.35x); it changes memory and time, never the results")
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32", description="bf16: autocast the frozen model's matmuls to bfloat16 (mixed precision); "
         "the adapters, their sum with the base output, the loss and the optimizer stay fp32")
+
+    @field_validator("checkpointing", mode="before")
+    @classmethod
+    def _checkpointing(cls, value: Any) -> Any:
+        # Configs written before the modes existed hold a bool: true was full checkpointing.
+        return {True: "full", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("adapter", mode="before")
     @classmethod

@@ -18,6 +18,8 @@ from rankwise.io.atomic import atomic_folder, check_output_folder
 
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "report.json"
+#: Settings a resumed run may change: they trade memory for time and leave every result bit the same.
+FREE_ON_RESUME = ("checkpointing",)
 
 
 def work_folder(out: Path) -> Path:
@@ -48,7 +50,8 @@ def prepare_work_folder(out: Path, config: FinetuneConfig, resume: bool, overwri
             old = FinetuneConfig.model_validate(yaml.safe_load((work / CONFIG_FILE).read_text())).to_yaml_dict()
         except (ValidationError, RankwiseError) as exc:
             raise RankwiseError(f"cannot resume {out}: its saved config is invalid ({exc})") from None
-        changes = _diff(old, config.to_yaml_dict())
+        new = config.to_yaml_dict()
+        changes = [c for c in _diff(old, new) if c.split(" ", 1)[0] not in FREE_ON_RESUME]
         if changes:
             raise RankwiseError(f"cannot resume {out} with a changed config ({'; '.join(changes[:3])}); "
                                 "rerun with the original settings or start again with --overwrite")
