@@ -74,8 +74,8 @@ def register(sub: Any) -> None:
     t.add_argument("--checkpoint-every", type=positive_int, help="steps between resumable checkpoints (default 50)")
     t.add_argument("--checkpointing", nargs="?", const="full", choices=["none", "selective", "full"],
                    help="what decoder blocks recompute in the backward pass (activation checkpointing): "
-                        "'selective' (default) the cheap ops, ~0.75x the peak memory of 'none' for ~1.05x the "
-                        "step time; 'full' (or the bare flag) everything, ~0.55x for ~1.35x")
+                        "'selective' (default) the cheap ops, ~0.7x the peak memory of 'none' for ~1.1x the "
+                        "step time; 'full' (or the bare flag) everything, ~0.5x for ~1.3x")
     t.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: mixed precision, the frozen model's matmuls in bfloat16 (default fp32)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")

@@ -6,7 +6,7 @@ import functools
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from rankwise.errors import RankwiseError
 #: is kept), "selective" keeps only the outputs of its full-rank matmuls and attention and recomputes
 #: the cheap rest, "full" keeps only the block's input and reruns the whole block.
 Checkpointing = Literal["none", "selective", "full"]
-CHECKPOINTING_MODES: tuple[str, ...] = ("none", "selective", "full")
+CHECKPOINTING_MODES: tuple[str, ...] = get_args(Checkpointing)
 
 #: A matmul whose inner (contracted) dimension is at most this costs at most this many multiply-adds per
 #: output element to redo: LoRA's rank-r products, like the elementwise ops, are cheaper to recompute
@@ -52,8 +52,8 @@ def activation_checkpointing(model: nn.Module, mode: Checkpointing = "full") -> 
     """Recompute decoder-block activations in the backward pass instead of storing them.
 
     ``mode`` is one of `CHECKPOINTING_MODES`. On SmolLM2-135M with LoRA r=16 on every projection
-    (batch 4 x 256, fp32) a step's peak RSS is ~3.8-4.2 GB with "none", ~2.9-3.1 GB with "selective"
-    (~1.05x the step time) and ~2.3 GB with "full" (~1.35x: one extra forward pass of the blocks).
+    (batch 4 x 256, fp32; bench/adapt_step_vs_peft.py) a step's peak RSS is ~4.0 GB with "none", ~2.8 GB
+    with "selective" (~1.1x the step time) and ~2.0 GB with "full" (~1.3x: one extra forward pass).
     Uses transformers' own non-reentrant checkpointing, so it works with any model that supports
     ``gradient_checkpointing_enable``, and switches it off again on exit. On a model without that
     support "selective" (the default of `rankwise finetune`) warns and keeps everything; "full" raises.

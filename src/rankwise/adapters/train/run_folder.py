@@ -51,7 +51,10 @@ def prepare_work_folder(out: Path, config: FinetuneConfig, resume: bool, overwri
         except (ValidationError, RankwiseError) as exc:
             raise RankwiseError(f"cannot resume {out}: its saved config is invalid ({exc})") from None
         new = config.to_yaml_dict()
-        changes = [c for c in _diff(old, new) if c.split(" ", 1)[0] not in FREE_ON_RESUME]
+        for key in FREE_ON_RESUME:
+            old.pop(key, None)
+            new.pop(key, None)
+        changes = _diff(old, new)
         if changes:
             raise RankwiseError(f"cannot resume {out} with a changed config ({'; '.join(changes[:3])}); "
                                 "rerun with the original settings or start again with --overwrite")
