@@ -1,9 +1,13 @@
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rankwise.linalg import Factors, svd, truncation_error
+
+svd_module = importlib.import_module("rankwise.linalg.svd")  # the module (the package re-exports the function)
 
 
 @settings(max_examples=40, deadline=None)
@@ -71,10 +75,6 @@ def test_randomized_factors_are_the_exact_svd_of_the_projection_onto_their_span(
 def test_randomized_without_bf16_units_takes_the_fp32_gram_path(shape: tuple[int, int],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """CPUs without native bf16 form G in fp32 once; the result must be as good as the bf16 products'."""
-    import importlib
-
-    svd_module = importlib.import_module("rankwise.linalg.svd")  # the module (the package re-exports the function)
-
     W = _flat_spectrum_matrix(*shape)
     exact = svd(W, 16).reconstruct()
     has_bf16 = svd_module._fast_bf16_matmul()
@@ -96,11 +96,17 @@ def test_more_krylov_blocks_never_hurt() -> None:
     assert errors[1] <= errors[0] + 1e-3 and errors[2] <= errors[0] + 1e-3
 
 
+@pytest.mark.parametrize("bf16_units", [True, False])
 @pytest.mark.parametrize("true_rank", [3, 16, 40])
-def test_randomized_on_an_exactly_low_rank_matrix_is_exact(true_rank: int) -> None:
+def test_randomized_on_an_exactly_low_rank_matrix_is_exact(true_rank: int, bf16_units: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A matrix of rank at most the Krylov dimension exhausts the space: later blocks are rounding noise.
     The factors must still be orthonormal (also for zero singular values, true rank 3 < 16), and the
-    error must meet the Eckart–Young bound up to the ~2⁻⁹ rounding of the bf16 Krylov products."""
+    error must meet the Eckart–Young bound up to the ~2⁻⁹ rounding of the bf16 Krylov products. On the
+    fp32 path the noise is at fp32 rounding, where QR completes a deficient block with directions of its
+    own (rank 40 once landed at 0.79 against the optimal 0.66)."""
+    if not bf16_units:
+        monkeypatch.setattr(svd_module, "_fast_bf16_matmul", lambda: False)
     gen = torch.Generator().manual_seed(true_rank)
     W = torch.randn(400, true_rank, generator=gen) @ torch.randn(true_rank, 900, generator=gen)
     f = svd(W, 16, "randomized", seed=0)

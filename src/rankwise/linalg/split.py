@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rankwise.linalg.factors import Factors
+from rankwise.linalg.svd import all_finite
 from rankwise.linalg.whiten import DEFAULT_CLAMP
 
 
@@ -15,10 +16,9 @@ def adapter_factors(part: Factors, scaling: float = 1.0) -> tuple[torch.Tensor, 
     """
     if scaling <= 0:
         raise ValueError(f"scaling must be positive, got {scaling}")
-    B, A = part.to_ab()
-    root = scaling**0.5
-    B, A = (B / root).contiguous(), (A / root).contiguous()
-    if not (torch.isfinite(A).all() and torch.isfinite(B).all()):  # then the residual is finite if W is
+    root = (part.S / scaling).sqrt()  # [r]; one scale per factor pair, so s·B·A = U diag(S) Vh
+    B, A = (part.U * root).contiguous(), (root[:, None] * part.Vh).contiguous()
+    if not (all_finite(A) and all_finite(B)):  # then the residual is finite if W is
         raise ValueError("adapter split produced NaN or inf values")
     return B, A
 
