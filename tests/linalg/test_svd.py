@@ -72,9 +72,9 @@ def test_randomized_factors_are_the_exact_svd_of_the_projection_onto_their_span(
 
 
 @pytest.mark.parametrize("shape", [(576, 1536), (1536, 576)])
-def test_randomized_without_bf16_units_takes_the_fp32_gram_path(shape: tuple[int, int],
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """CPUs without native bf16 form G in fp32 once; the result must be as good as the bf16 products'."""
+def test_randomized_without_bf16_units_takes_fp32_products(shape: tuple[int, int],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPUs without native bf16 run the Krylov products in fp32; the result must be as good as the bf16 ones'."""
     W = _flat_spectrum_matrix(*shape)
     exact = svd(W, 16).reconstruct()
     has_bf16 = svd_module._fast_bf16_matmul()

@@ -117,38 +117,42 @@ def _gram(short: torch.Tensor) -> torch.Tensor:
 class _GramOperator:
     """X [k, b] -> G X for G = A Aᵀ [k, k] of ``short`` = A [k, N].
 
-    Where the CPU has bf16 units, G X is A (Aᵀ X) with bf16 inputs: two skinny bf16 products per
-    Krylov step cost less than forming G (k²N) and are ~3x faster than fp32. Only the Krylov
+    On CPU, G X is A (Aᵀ X): two skinny products per Krylov step cost less than forming G (k²N), also
+    in fp32 (10 steps on a 576x1536 matrix: 7.2 ms against 10.4 ms for G alone, measured here). Where
+    the CPU has bf16 units the products take bf16 inputs, ~3x faster than fp32. Only the Krylov
     *subspace* comes from these products; the factors are fitted to the fp32 matrix inside it
-    afterwards, so bf16's 2⁻⁹ rounding costs ~0.1 percentage point of principal-part accuracy on
-    SmolLM2's flat spectra. Elsewhere G is formed once in fp32. Buffers live in per-thread scratch
-    memory: use an operator before the next one is made on this thread. (Batching same-shaped
-    matrices into 3-D products was measured 2x slower: CPU bf16 bmm leaves the fast 2-D kernels.)
+    afterwards, so bf16's 2⁻⁹ rounding costs ~0.3 percentage point of principal-part accuracy on
+    SmolLM2's flat spectra. Accelerators form G once in fp32, one large product. The bf16 copy lives in
+    per-thread scratch memory: use an operator before the next one is made on this thread. (Batching
+    same-shaped matrices into 3-D products was measured 2x slower: CPU bf16 bmm leaves the fast 2-D
+    kernels.)
     """
 
     def __init__(self, short: torch.Tensor) -> None:
-        self.stored: torch.Tensor | None = None  # bf16 copy of A or of Aᵀ, whichever is contiguous
+        self.stored: torch.Tensor | None = None  # A or Aᵀ, whichever is contiguous (bf16 where that is fast)
         self.gram: torch.Tensor | None = None
-        # Copy in the memory order the matrix already has: converting a transposed view into a
-        # contiguous buffer is a strided copy, 10x slower (1.3 ms for a 1536x576 gate_proj).
+        # Keep the memory order the matrix already has: converting a transposed view into a contiguous
+        # buffer is a strided copy, 10x slower (1.3 ms for a 1536x576 gate_proj).
         self.stores_transpose = not short.is_contiguous() and short.mT.is_contiguous()
-        if short.device.type == "cpu" and _fast_bf16_matmul():
-            source = short.mT if self.stores_transpose else short
+        source = short.mT if self.stores_transpose else short
+        if short.device.type != "cpu":
+            self.gram = _gram(short)
+        elif _fast_bf16_matmul():
             self.stored = _scratch("half", tuple(source.shape), torch.bfloat16).copy_(source)
         else:
-            self.gram = _gram(short)
+            self.stored = source.contiguous()  # a view of the matrix itself unless it was neither layout
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
         """G X [k, b] (fp32) for X [k, b]."""
         if self.stored is None:
             assert self.gram is not None
             return self.gram @ X
-        # One product is M Y and the other Mᵀ Y with M the contiguous copy; the second runs as (Yᵀ M)ᵀ,
-        # which oneDNN's bf16 kernels do 10-20 % faster than a transposed M times a skinny Y.
-        M, Xh = self.stored, X.to(torch.bfloat16)
+        # One product is M Y and the other Mᵀ Y with M the contiguous matrix; the second runs as (Yᵀ M)ᵀ,
+        # which the bf16 (oneDNN) and fp32 (MKL) kernels run 10-25 % faster than a transposed M times Y.
+        M, Xm = self.stored, X.to(self.stored.dtype)
         if self.stores_transpose:  # A = Mᵀ: G X = Mᵀ (M X)
-            return (((M @ Xh).mT @ M).mT).to(torch.float32)
-        return (M @ (Xh.mT @ M).mT).to(torch.float32)  # A = M: G X = M (Mᵀ X)
+            return (((M @ Xm).mT @ M).mT).to(torch.float32)
+        return (M @ (Xm.mT @ M).mT).to(torch.float32)  # A = M: G X = M (Mᵀ X)
 
 
 #: A Krylov block whose new directions are this much shorter than ‖G‖ gets a second Gram–Schmidt pass.
