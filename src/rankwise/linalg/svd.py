@@ -180,8 +180,9 @@ def _block_lanczos(G: _GramOperator, k: int, block: int, niter: int, seed: int, 
         # Block Lanczos with full reorthogonalization. In exact arithmetic G X_{i-1} has components along
         # the last two blocks only: removing those first (a product with ≤ 2 blocks) leaves what rounding
         # and the bf16 products put along older blocks, small enough that one classical Gram–Schmidt pass
-        # against the whole basis keeps the basis orthonormal to fp32 rounding (measured max |QᵀQ − I|
-        # < 1e-6 on all of SmolLM2's matrices; a second pass everywhere cost ~3 % of a PiSSA init).
+        # against the whole basis keeps the basis orthonormal (measured max |QᵀQ − I| < 1e-6 on all of
+        # SmolLM2's matrices, ≤ 3e-5 on decaying and low-rank test spectra; a second pass everywhere cost
+        # ~3 % of a PiSSA init).
         recent = basis[:, max(0, i - 2) * block : i * block]
         local = recent.mT @ Y
         Y = torch.addmm(Y, recent, local, alpha=-1.0)
@@ -194,18 +195,24 @@ def _block_lanczos(G: _GramOperator, k: int, block: int, niter: int, seed: int, 
             # What is left is tiny next to G (a fast-decaying spectrum, or a space that has exhausted a
             # low-rank matrix), so rounding error is large next to it: one pass left max |QᵀQ − I| at
             # 0.1-0.5 on 1/k² and 0.9^k spectra, and a basis that loses orthogonality makes extra blocks
-            # *hurt* (77 % error at niter=24 on a flat spectrum). A second pass restores it to ~1e-6.
+            # *hurt* (77 % error at niter=24 on a flat spectrum). A second pass restores it.
             again = done.mT @ Y
             Y = torch.addmm(Y, done, again, alpha=-1.0)
             C += again
-            # Where Y is (numerically) rank-deficient, QR completes X with directions of its own choosing
-            # that need not be orthogonal to the basis (that gave 0.79 instead of the optimal 0.66 error
-            # on an exactly rank-40 matrix): project them out, and take Y's coefficients in the final X.
-            X = torch.linalg.qr(Y).Q
-            for _ in range(2):
-                X = torch.addmm(X, done, done.mT @ X, alpha=-1.0)
-            X = torch.linalg.qr(X).Q
-            R = X.mT @ Y
+            X, R = torch.linalg.qr(Y)
+            weak = R.diagonal().abs() < _EXHAUSTED * scale
+            if bool(weak.any()):
+                # Y is numerically rank-deficient (the space has exhausted the matrix's range): QR completes
+                # X with directions of its own, e.g. unit vectors inside a range the basis already spans
+                # (max |QᵀQ − I| ≈ 1, and 0.79 instead of the optimal 0.66 error on a rank-40 matrix). Put
+                # seeded random directions there instead, projected out of the basis, and take Y's
+                # coefficients in the resulting X.
+                X = X.clone()
+                X[:, weak] = torch.randn(k, int(weak.sum()), generator=gen, dtype=X.dtype).to(X.device)
+                for _ in range(2):
+                    X = torch.addmm(X, done, done.mT @ X, alpha=-1.0)
+                X = torch.linalg.qr(X).Q
+                R = X.mT @ Y
         C[-local.shape[0] :] += local
         ritz[: i * block, (i - 1) * block : i * block] = C
         ritz[i * block : (i + 1) * block, (i - 1) * block : i * block] = R
@@ -229,8 +236,9 @@ def _randomized(A: torch.Tensor, rank: int, block: int, niter: int, seed: int) -
     block = max(1, min(block, k))
     dim = block * (niter + 1)
     if 4 * dim >= 3 * k:
-        # A Krylov space this close to all k dimensions costs more than solving exactly. The fp32 Gram
-        # is exact and, on SmolLM2's k/v projections (192x576), faster than a bf16 copy and Gram.
+        # A Krylov space this close to all k dimensions costs more than solving exactly: an eigh of the
+        # fp32 Gram (1.9 ms on SmolLM2's 192x576 k/v projections, where 9 Krylov blocks would cover 144
+        # of 192 dimensions anyway).
         U = torch.linalg.eigh(_gram(short)).eigenvectors[:, -rank:]
     else:
         G = _GramOperator(short)
