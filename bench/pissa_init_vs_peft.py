@@ -53,7 +53,7 @@ def _init(which: str, r: int, threads: int, names: list[str],
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=5, help="runs per fast init; the best time is printed")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per fast init (pairs of turns)")
     ap.add_argument("--peft-niter", type=int, nargs="*", default=[8, 16],
                     help="extra PEFT pissa_niter_N rows (one run each, all cores)")
     args = ap.parse_args()
@@ -64,14 +64,15 @@ def main() -> None:
     original = _weights(base, names)
 
     # Each tool at 1 thread (the single-threaded protocol) and at its default (all cores);
-    # --repeats runs each, the tools taking turns, so that one-off costs (kernel JIT, first page
-    # faults) and drifts in the machine's speed hit both sides alike. Best and median are printed:
-    # on a shared VM single runs vary by ±20 %.
+    # --repeats runs each, the tools taking turns (who goes first alternates), so that one-off costs
+    # (kernel JIT, first page faults) and drifts in the machine's speed hit both sides alike. Best and
+    # median are printed, and each pair's ratio: on a shared VM single runs vary by ±20-40 %, and two
+    # runs back to back see the same machine.
     rows: dict[str, tuple[int, list[float], dict[str, torch.Tensor]]] = {}
     tools = (("rankwise", "rankwise default"), ("pissa_niter_4", "PEFT pissa_niter_4"))
     for threads in sorted({1, cores}):
-        for _ in range(args.repeats):
-            for which, label in tools:
+        for repeat in range(args.repeats):
+            for which, label in tools if repeat % 2 == 0 else tools[::-1]:
                 seconds, parts = _init(which, r, threads, names, original)
                 times = rows.setdefault(f"{label} @{threads}", (threads, [], parts))[1]
                 times.append(seconds)
@@ -92,6 +93,11 @@ def main() -> None:
         best, median = min(times), statistics.median(times)
         print(f"{key:28}{best:>10.2f}{best / min(ours_times):>12.2f}x{median:>12.2f}"
               f"{median / statistics.median(ours_times):>12.2f}x{100 * errs.mean():>16.2f}%{100 * errs.max():>15.2f}%")
+    for threads in sorted({1, cores}):
+        pairs = [ours / peft for ours, peft in zip(rows[f"rankwise default @{threads}"][1],
+                                                   rows[f"PEFT pissa_niter_4 @{threads}"][1], strict=True)]
+        print(f"@{threads}: rankwise / PEFT pissa_niter_4 per pair: median {statistics.median(pairs):.2f}x, "
+              f"rankwise faster in {sum(p < 1 for p in pairs)} of {len(pairs)} pairs")
     ours = rows[f"rankwise default @{cores}"][2]
     errors = {n: float((ours[n] - exact[n]).norm() / exact[n].norm()) for n in names}
     worst = max(errors, key=errors.__getitem__)
