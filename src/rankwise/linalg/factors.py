@@ -48,12 +48,12 @@ class Factors:
         """The triplets from index ``start`` on (the minor part)."""
         return Factors(self.U[:, start:], self.S[start:], self.Vh[start:])
 
-    def to_ab(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split the singular values evenly: returns ``(B [m, k], A [k, n])`` with B @ A = W_k.
+    def to_ab(self, scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split the singular values evenly: returns ``(B [m, k], A [k, n])`` with scaling · B @ A = W_k.
 
-        This is the LoRA convention (``lora_B`` [out, r], ``lora_A`` [r, in]).
+        This is the LoRA convention (``lora_B`` [out, r], ``lora_A`` [r, in], output scaled by ``scaling``).
         """
-        root = self.S.sqrt()
+        root = (self.S / scaling).sqrt()
         return self.U * root, root[:, None] * self.Vh
 
     def to(self, dtype: torch.dtype) -> Factors:

@@ -16,8 +16,8 @@ def adapter_factors(part: Factors, scaling: float = 1.0) -> tuple[torch.Tensor, 
     """
     if scaling <= 0:
         raise ValueError(f"scaling must be positive, got {scaling}")
-    root = (part.S / scaling).sqrt()  # [r]; one scale per factor pair, so s·B·A = U diag(S) Vh
-    B, A = (part.U * root).contiguous(), (root[:, None] * part.Vh).contiguous()
+    B, A = part.to_ab(scaling)
+    B, A = B.contiguous(), A.contiguous()
     if not (all_finite(A) and all_finite(B)):  # then the residual is finite if W is
         raise ValueError("adapter split produced NaN or inf values")
     return B, A

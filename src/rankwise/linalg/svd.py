@@ -183,6 +183,7 @@ def _block_lanczos(G: _GramOperator, k: int, block: int, niter: int, seed: int, 
         # against the whole basis keeps the basis orthonormal (measured max |QᵀQ − I| < 1e-6 on all of
         # SmolLM2's matrices, ≤ 3e-5 on decaying and low-rank test spectra; a second pass everywhere cost
         # ~3 % of a PiSSA init).
+        # (For i ≤ 2 the last two blocks are the whole basis, so this is simply two passes.)
         recent = basis[:, max(0, i - 2) * block : i * block]
         local = recent.mT @ Y
         Y = torch.addmm(Y, recent, local, alpha=-1.0)
