@@ -1,20 +1,16 @@
 """Where the matrices come from: a loaded model, or a safetensors folder read one tensor at a time.
 
-Reading a folder never maps or loads the whole checkpoint: each tensor is read with one ``seek`` +
-``read`` of its own bytes, so peak memory stays near the largest single matrix. Headers are
-validated up front (corrupt JSON, offsets past the end of a truncated file, unknown dtypes), so a bad
-checkpoint fails before any work with one clear line.
+Folders are read through `rankwise.io.tensors` (headers validated up front, one tensor's bytes at a
+time), so peak memory stays near the largest single matrix and a bad checkpoint fails before any
+work with one clear line.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,11 +18,9 @@ import torch
 from torch import nn
 
 from rankwise.errors import RankwiseError
+from rankwise.io.tensors import TensorFolder
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-_NON_FLOAT = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL", "F8_E4M3", "F8_E5M2"}
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-_MAX_HEADER = 100 * 2**20
 
 
 def matrix_kind(name: str) -> tuple[int | None, str]:
@@ -73,117 +67,30 @@ class ModelSource:
         return self._params[name].detach()
 
 
-@dataclass(frozen=True)
-class _Entry:
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, int]
-    start: int  # absolute byte offset in the file
-    nbytes: int
-
-
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise RankwiseError(f"{path} is not a safetensors file (only {size} bytes); it is truncated or corrupt")
-        (length,) = struct.unpack("<Q", raw)
-        if length <= 0 or length > _MAX_HEADER or 8 + length > size:
-            raise RankwiseError(f"{path} has a corrupt safetensors header (header length {length}, file size {size}); "
-                                "re-download or re-save the checkpoint")
-        try:
-            header = json.loads(fh.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RankwiseError(f"{path} has a corrupt safetensors header ({exc}); re-download or re-save it") from exc
-    if not isinstance(header, dict):
-        raise RankwiseError(f"{path} has a corrupt safetensors header (not a JSON object)")
-    return header, 8 + length
-
-
-def _file_entries(path: Path) -> dict[str, _Entry]:
-    header, data_start = _read_header(path)
-    size = path.stat().st_size
-    out: dict[str, _Entry] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RankwiseError(f"{path}: tensor {name} has a corrupt header entry") from exc
-        if data_start + int(end) > size:
-            raise RankwiseError(f"{path} is truncated: tensor {name} ends at byte {data_start + int(end)} "
-                                f"but the file has {size} bytes; re-download or re-save the checkpoint")
-        if len(shape) != 2 or dtype_name in _NON_FLOAT:
-            continue
-        if dtype_name not in _DTYPES:
-            raise RankwiseError(f"{path}: tensor {name} has unsupported dtype {dtype_name}")
-        dtype = _DTYPES[dtype_name]
-        nbytes = int(end) - int(begin)
-        if nbytes != shape[0] * shape[1] * dtype.itemsize:
-            raise RankwiseError(f"{path}: tensor {name} has {nbytes} bytes, not {shape} × {dtype_name}; "
-                                "the file is corrupt")
-        out[name] = _Entry(path, dtype, (int(shape[0]), int(shape[1])), data_start + int(begin), nbytes)
-    return out
-
-
-def _shards(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise RankwiseError(f"{index} is not a valid safetensors index (no weight_map)") from exc
-        files = [folder / f for f in dict.fromkeys(weight_map.values())]
-        missing = [str(f.name) for f in files if not f.is_file()]
-        if missing:
-            raise RankwiseError(f"{folder} is missing shard files listed in its index: {', '.join(missing)}")
-        return files
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        hint = " (this looks like a PyTorch .bin checkpoint; rankwise never unpickles: convert it to " \
-               "safetensors)" if any(folder.glob("*.bin")) else ""
-        raise RankwiseError(f"{folder} holds no .safetensors weights; pass a model folder{hint}")
-    return files
-
-
 class FolderSource:
     """The 2-D floating-point tensors of a safetensors model folder, read one at a time."""
 
     def __init__(self, folder: str | os.PathLike[str], include: str | None = None) -> None:
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise RankwiseError(f"no such model folder: {self.folder}")
-        if not (self.folder / "config.json").is_file():
-            raise RankwiseError(f"{self.folder} is not a model folder (no config.json)")
+        self._tensors = TensorFolder(folder)
+        self.folder = self._tensors.folder
         pattern = re.compile(include) if include else None
-        self._entries: dict[str, _Entry] = {}
-        for shard in _shards(self.folder):
-            for name, entry in _file_entries(shard).items():
-                if pattern is None or pattern.search(name):
-                    self._entries[name] = entry
-        if not self._entries:
+        self._names = [name for name in self._tensors.names()
+                       if len(self._tensors.entries[name].shape) == 2 and self._tensors.entries[name].is_float
+                       and (pattern is None or pattern.search(name))]
+        if not self._names:
             raise RankwiseError(f"{self.folder} holds no 2-D weight matrices{_matching(include)}")
 
     def entries(self) -> list[tuple[str, tuple[int, int]]]:
         """(name, shape) in natural order: layer 2 before layer 10, whatever the file order."""
-        return [(name, self._entries[name].shape) for name in sorted(self._entries, key=_natural)]
+        out = []
+        for name in self._names:
+            m, n = self._tensors.entries[name].shape
+            out.append((name, (m, n)))
+        return out
 
     def get(self, name: str) -> torch.Tensor:
         """The tensor ``name`` [m, n] in its stored dtype, read from disk now."""
-        e = self._entries[name]
-        buf = bytearray(e.nbytes)  # read straight into the tensor's storage: one copy of the bytes, not two
-        with open(e.file, "rb") as fh:
-            fh.seek(e.start)
-            got = fh.readinto(buf)
-        if got != e.nbytes:
-            raise RankwiseError(f"{e.file} is truncated while reading tensor {name}")
-        return torch.frombuffer(buf, dtype=e.dtype).view(e.shape)
-
-
-def _natural(name: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+        return self._tensors.get(name)
 
 
 def _matching(include: str | None) -> str:
