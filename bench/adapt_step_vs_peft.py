@@ -49,7 +49,7 @@ def measure(which: str, steps: int, warmup: int, batch: int, seq: int) -> dict[s
     model, _ = rw.load_model("smollm2-135m")
     data = torch.randint(0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
     if tool == "rankwise":
-        from rankwise.adapters.train import causal_lm_loss
+        from rankwise.train import causal_lm_loss
 
         rw.adapt(model, rw.adapters.LoRA(rank=16, alpha=16), targets=TARGETS)
         params = list(rw.adapters.trainable_parameters(model).values())
@@ -68,7 +68,7 @@ def measure(which: str, steps: int, warmup: int, batch: int, seq: int) -> dict[s
             out: torch.Tensor = model(input_ids=data, labels=data, use_cache=False).loss
             return out
 
-    from rankwise.adapters.train.memory import activation_checkpointing, mixed_precision
+    from rankwise.train.memory import activation_checkpointing, mixed_precision
 
     model.train()
     opt = torch.optim.AdamW(params, lr=1e-4)

@@ -23,9 +23,9 @@ def train(which: str, precision: str, steps: int, lr: float) -> dict[str, object
     import torch
 
     import rankwise as rw
-    from rankwise.adapters.train import causal_lm_loss
-    from rankwise.adapters.train.memory import mixed_precision
     from rankwise.data import windows
+    from rankwise.train import causal_lm_loss
+    from rankwise.train.memory import mixed_precision
 
     model, tokenizer = rw.load_model("smollm2-135m")
     data = windows("tinystories", "calib", 256, tokenizer=tokenizer)[: 4 * steps]

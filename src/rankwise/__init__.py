@@ -35,7 +35,7 @@ __all__ = [
     "save_model",
 ]
 
-_SUBMODULES = {"data", "eval", "io", "linalg", "compress", "adapters", "analysis", "merge", "optim", "calib",
+_SUBMODULES = {"data", "eval", "io", "linalg", "compress", "adapters", "analysis", "merge", "optim", "train", "calib",
                "modules"}
 _FUNCTIONS = {
     "adapt": ("rankwise.adapters.apply", "adapt"),

@@ -32,7 +32,7 @@ from rankwise.adapters.milora import MiLoRA
 from rankwise.adapters.peft_io import export_peft, load_peft
 from rankwise.adapters.pissa import PiSSA
 from rankwise.adapters.run_io import load_adapter, save_adapter
-from rankwise.adapters.train import FinetuneConfig, finetune
+from rankwise.adapters.finetune import AdapterTrainable, FinetuneConfig, finetune
 
 __all__ = [
     "EVA",
@@ -40,6 +40,7 @@ __all__ = [
     "AdapterConfig",
     "AdapterInit",
     "AdapterLinear",
+    "AdapterTrainable",
     "CalibrationData",
     "CorDA",
     "FinetuneConfig",

@@ -13,12 +13,15 @@ EXAMPLES = """examples:
   rankwise finetune smollm2-135m --method corda --mode kpm --calib-data wiki --out runs/corda
   rankwise finetune smollm2-135m --method pissa --rank 16 --steps 200 --out runs/pissa --resume
   rankwise finetune --config runs/pissa/config.yaml --lr 1e-4 --out runs/pissa-lr1e-4
+  rankwise finetune smollm2-135m --full --optimizer lowrank_adamw --proj-rank 64 --projector dct --out runs/full
+  rankwise finetune smollm2-135m --lisa --lisa-layers 2 --lisa-interval 20 --lr 1e-5 --out runs/lisa
 
 --config FILE reads every setting from a YAML file with the fields of a run's config.yaml
 (model, adapter: {method, rank, ...}, data, steps, lr, ...); options given on the command line
 override it. The run folder holds adapter.safetensors + adapter.yaml (load with
 rw.adapters.load_adapter), config.yaml (the resolved settings) and report.json (losses,
-perplexity before/after, speed). An interrupted run keeps its last checkpoint in
+perplexity before/after, speed). With --full or --lisa the run folder is a Hugging Face model
+folder instead (rw.load_model, transformers). An interrupted run keeps its last checkpoint in
 .<out>.partial; rerun the same command with --resume."""
 
 #: CLI option (argparse dest) -> FinetuneConfig field, for the training settings.
@@ -27,7 +30,11 @@ TRAINING_FIELDS = {
     "batch_size": "batch_size", "grad_accum": "grad_accum", "seq_len": "seq_len", "warmup": "warmup_steps",
     "weight_decay": "weight_decay", "seed": "seed", "eval_tokens": "eval_tokens",
     "checkpoint_every": "checkpoint_every", "precision": "precision", "checkpointing": "checkpointing",
+    "optimizer": "optimizer",
 }
+#: CLI option (argparse dest) -> knob of the optimizer's own config (`rankwise.optim`).
+OPTIMIZER_OPTIONS = {"proj_rank": "rank", "update_gap": "update_gap", "projector": "projector",
+                     "proj_scale": "scale"}
 
 
 def _float(text: str) -> float:
@@ -40,7 +47,8 @@ def _float(text: str) -> float:
 def register(sub: Any) -> None:
     # Options default to None so that only the ones given override --config; the defaults shown in
     # --help are FinetuneConfig's.
-    p = sub.add_parser("finetune", help="fine-tune a low-rank adapter (LoRA, PiSSA, MiLoRA, CorDA, EVA)",
+    p = sub.add_parser("finetune", help="fine-tune a low-rank adapter (LoRA, PiSSA, MiLoRA, CorDA, EVA), all weights "
+                       "or sampled layers (LISA), with AdamW or low-rank-projection optimizers",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="bundled name (default smollm2-135m), HF folder, .gguf file or hub id")
     p.add_argument("--out", required=True, help="run folder to write")
@@ -58,6 +66,21 @@ def register(sub: Any) -> None:
     a.add_argument("--rho", type=_float, help="eva: a layer may get at most rho x rank components")
     a.add_argument("--calib-data", help="corda/eva calibration text (default wiki)")
     a.add_argument("--calib-windows", type=positive_int, help="corda/eva calibration windows (default 32)")
+    w = p.add_argument_group("what trains (default: an adapter)")
+    w.add_argument("--full", action="store_true", default=None,
+                   help="train every weight; the run folder is then a Hugging Face model folder")
+    w.add_argument("--lisa", action="store_true", default=None,
+                   help="train all weights but only a few sampled decoder blocks at a time (LISA; implies --full)")
+    w.add_argument("--lisa-layers", type=positive_int, help="LISA: blocks that train at a time (default 2)")
+    w.add_argument("--lisa-interval", type=positive_int, help="LISA: steps between samplings (default 20)")
+    o = p.add_argument_group("optimizer")
+    o.add_argument("--optimizer", help="adamw (default) or lowrank_adamw (gradients projected onto a low-rank "
+                   "subspace: a fraction of AdamW's state memory)")
+    o.add_argument("--proj-rank", type=positive_int, help="lowrank_adamw: subspace rank (default 64)")
+    o.add_argument("--update-gap", type=positive_int, help="lowrank_adamw: steps between subspace updates "
+                   "(default 200)")
+    o.add_argument("--projector", help="lowrank_adamw: svd (default), randomized, dct or random")
+    o.add_argument("--proj-scale", type=_float, help="lowrank_adamw: update scale (default 0.25)")
     t = p.add_argument_group("training")
     t.add_argument("--data", help="training text: its 'calib' split (default tinystories)")
     t.add_argument("--eval-data", help="held-out text ('eval' split); default: --data")
@@ -134,16 +157,53 @@ def _adapter_settings(args: argparse.Namespace, file_adapter: Any) -> dict[str, 
     return settings
 
 
+def _whole_model_settings(args: argparse.Namespace, settings: dict[str, Any]) -> bool:
+    """Fold --full/--lisa and their knobs into ``settings``; True when all weights train (no adapter)."""
+    lisa = settings.get("lisa")
+    if args.lisa or args.lisa_layers is not None or args.lisa_interval is not None:
+        lisa = dict(lisa or {})
+        lisa.update({k: v for k, v in {"layers": args.lisa_layers, "interval": args.lisa_interval}.items()
+                     if v is not None})
+    if lisa is not None:
+        settings["lisa"] = lisa
+    if args.full:
+        settings["full"] = True
+    return bool(settings.get("full") or settings.get("lisa") is not None)
+
+
+def _optimizer_settings(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """The optimizer name and options: the file's, with the options given here on top. A different
+    ``--optimizer`` starts from that optimizer's defaults (another optimizer's knobs may not apply)."""
+    options = dict(settings.get("optimizer_options") or {})
+    if args.optimizer is not None and settings.get("optimizer", "adamw") != args.optimizer:
+        options = {}
+    options.update({knob: getattr(args, dest) for dest, knob in OPTIMIZER_OPTIONS.items()
+                    if getattr(args, dest) is not None})
+    if options:
+        settings["optimizer_options"] = options
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
     from rankwise.adapters.config import make_config
-    from rankwise.adapters.train import FinetuneConfig
+    from rankwise.adapters.finetune import FinetuneConfig
     from rankwise.errors import RankwiseError
 
     settings = read_config_file(args.config) if args.config else {}
-    adapter_settings = _adapter_settings(args, settings.pop("adapter", None))
-    adapter = make_config(adapter_settings.pop("method"), **adapter_settings)
+    file_adapter = settings.pop("adapter", None)
+    if _whole_model_settings(args, settings):
+        given = [f"--{k.replace('_', '-')}" for k in ("method", "rank", "alpha", "rslora", "dropout", "targets", "svd",
+                                                      "mode", "rho", "calib_data", "calib_windows")
+                 if getattr(args, k) is not None]
+        if given:
+            raise RankwiseError(f"{', '.join(given)} configure an adapter, but --full/--lisa train all weights; "
+                                "drop one or the other")
+        adapter = None
+    else:
+        adapter_settings = _adapter_settings(args, file_adapter)
+        adapter = make_config(adapter_settings.pop("method"), **adapter_settings)
+    _optimizer_settings(args, settings)
     settings.update({field: getattr(args, dest) for dest, field in TRAINING_FIELDS.items()
                      if getattr(args, dest) is not None})
     if args.targets is not None:
@@ -154,19 +214,23 @@ def build_config(args: argparse.Namespace) -> Any:
         return FinetuneConfig(adapter=adapter, **settings)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise RankwiseError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        where = ".".join(map(str, first["loc"]))
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise RankwiseError(f"invalid setting {where}: {message}" if where else message) from None
     except TypeError as exc:  # a non-string key in the YAML mapping
         raise RankwiseError(f"invalid config file {args.config}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankwise.adapters.train import finetune
+    from rankwise.adapters.finetune import finetune
 
     config = build_config(args)
     report = finetune(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"method          {report['method']} (rank {config.adapter.rank}), {report['steps']} steps, "
-          f"{report['tokens_trained']:,} tokens")
+    what = (f"{report['method']} (rank {config.adapter.rank})" if config.adapter is not None
+            else f"{report['trainable']} fine-tuning")
+    print(f"trained         {what}, {report['steps']} steps, {report['tokens_trained']:,} tokens")
     print(f"trainable       {report['trainable_parameters']:,} of {report['total_parameters']:,} parameters")
+    print(f"optimizer       {report['optimizer']}, state {report['optimizer_state_bytes'] / 2**20:,.1f} MiB")
     print(f"train loss      {report['loss_first']:.4f} -> {report['loss_last']:.4f}")
     if report["perplexity_before"] is not None:
         print(f"perplexity      {report['perplexity_before']:.3f} -> {report['perplexity_after']:.3f} "

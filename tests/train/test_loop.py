@@ -1,4 +1,5 @@
-"""The fine-tuning loop on a tiny model: loss goes down, resume is exact, NaN and changed configs stop cleanly."""
+"""The training loop on a tiny model with adapters: loss goes down, resume is exact, NaN and changed configs stop
+cleanly."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import torch
 import yaml
 
 import rankwise as rw
-from rankwise.adapters.train import FinetuneConfig, finetune, learning_rate
-from rankwise.adapters.train import loop as loop_module
-from rankwise.adapters.train.loss import causal_lm_loss
+from rankwise.adapters.finetune import FinetuneConfig, finetune
 from rankwise.errors import RankwiseError
+from rankwise.train import learning_rate
+from rankwise.train import loop as loop_module
+from rankwise.train.loss import causal_lm_loss
 from tests.conftest import tiny_llama
 
 TRAIN = torch.randint(0, 128, (12, 16), generator=torch.Generator().manual_seed(0))
@@ -53,7 +55,7 @@ def test_chunked_loss_matches_full_logits_loss_and_gradient() -> None:
 
 
 def test_activation_checkpointing_changes_memory_not_the_gradients() -> None:
-    from rankwise.adapters.train.memory import activation_checkpointing
+    from rankwise.train.memory import activation_checkpointing
 
     grads, norm_calls = [], []
     for mode in ("none", "selective", "full"):
@@ -63,10 +65,10 @@ def test_activation_checkpointing_changes_memory_not_the_gradients() -> None:
         model.model.layers[0].input_layernorm.register_forward_hook(lambda *_, seen=calls: seen.append(1))
         torch.manual_seed(0)  # dropout draws; checkpointing replays them in the recomputation
         with activation_checkpointing(model, mode):  # type: ignore[arg-type]
-            assert model.is_gradient_checkpointing == (mode != "none")
+            assert model.is_activation_checkpointing == (mode != "none")
             total, n = causal_lm_loss(model, TRAIN[:3], chunk=5)
             (total / n).backward()  # type: ignore[no-untyped-call]
-        assert not model.is_gradient_checkpointing  # switched off again on exit
+        assert not model.is_activation_checkpointing  # switched off again on exit
         grads.append({k: p.grad for k, p in rw.adapters.trainable_parameters(model).items()})
         norm_calls.append(len(calls))
     assert norm_calls == [1, 2, 2]  # both checkpointing modes rerun the block's norm in the backward pass
@@ -78,7 +80,7 @@ def test_activation_checkpointing_changes_memory_not_the_gradients() -> None:
 def test_selective_checkpointing_keeps_full_rank_products_and_attention_only() -> None:
     from torch.utils.checkpoint import CheckpointPolicy
 
-    from rankwise.adapters.train.memory import LOW_RANK_INNER_MAX, selective_policy
+    from rankwise.train.memory import LOW_RANK_INNER_MAX, selective_policy
 
     aten = torch.ops.aten
     x, W, A = torch.zeros(8, 64), torch.zeros(64, 48), torch.zeros(64, 4)
@@ -94,7 +96,7 @@ def test_selective_checkpointing_keeps_full_rank_products_and_attention_only() -
 
 
 def test_activation_checkpointing_needs_a_model_that_supports_it() -> None:
-    from rankwise.adapters.train.memory import activation_checkpointing
+    from rankwise.train.memory import activation_checkpointing
 
     plain = torch.nn.Sequential(torch.nn.Linear(2, 2))
     with pytest.raises(RankwiseError, match="Sequential does not support activation checkpointing; train with "
@@ -116,7 +118,7 @@ def test_bf16_mixed_precision_keeps_a_small_adapter_update() -> None:
     """Under autocast the adapter's sum with the base output is fp32: an update ~1e-4 of the output
     survives, where a bf16 sum (8 significant bits) gives back the base output itself."""
     from rankwise.adapters.layer import AdapterLinear
-    from rankwise.adapters.train.memory import mixed_precision
+    from rankwise.train.memory import mixed_precision
 
     gen = torch.Generator().manual_seed(0)
     base = torch.nn.Linear(64, 32, bias=False)
@@ -135,7 +137,7 @@ def test_bf16_mixed_precision_keeps_a_small_adapter_update() -> None:
 
 
 def test_bf16_mixed_precision_gradients_match_fp32() -> None:
-    from rankwise.adapters.train.memory import mixed_precision
+    from rankwise.train.memory import mixed_precision
 
     grads, losses = [], []
     for precision in ("fp32", "bf16"):
@@ -188,10 +190,10 @@ def test_resume_reaches_the_same_weights(method: str, tmp_path: Path, monkeypatc
     run(cfg(method), tmp_path / "full")
     real_step = loop_module._train_step
 
-    def crash_at_step_5(model, config, train, step, params):  # type: ignore[no-untyped-def]
+    def crash_at_step_5(model, config, train, step, *rest):  # type: ignore[no-untyped-def]
         if step == 4:
             raise KeyboardInterrupt
-        return real_step(model, config, train, step, params)
+        return real_step(model, config, train, step, *rest)
 
     monkeypatch.setattr(loop_module, "_train_step", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
@@ -214,8 +216,8 @@ def test_resume_reaches_the_same_weights(method: str, tmp_path: Path, monkeypatc
 def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_step = loop_module._train_step
 
-    def nan_at_step_4(model, config, train, step, params):  # type: ignore[no-untyped-def]
-        loss, norm, tokens = real_step(model, config, train, step, params)
+    def nan_at_step_4(model, config, train, step, *rest):  # type: ignore[no-untyped-def]
+        loss, norm, tokens = real_step(model, config, train, step, *rest)
         return (float("nan") if step == 3 else loss), norm, tokens
 
     monkeypatch.setattr(loop_module, "_train_step", nan_at_step_4)

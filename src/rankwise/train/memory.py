@@ -63,7 +63,10 @@ def activation_checkpointing(model: nn.Module, mode: Checkpointing = "full") -> 
     if mode == "none":
         yield
         return
-    enable = getattr(model, "gradient_checkpointing_enable", None)
+    # transformers >= 5.x names it activation checkpointing (the old names warn); older releases have only
+    # gradient_checkpointing_*.
+    new_api = hasattr(model, "activation_checkpointing_enable")
+    enable = getattr(model, "activation_checkpointing_enable" if new_api else "gradient_checkpointing_enable", None)
     if enable is None or not getattr(model, "supports_gradient_checkpointing", False):
         message = f"{type(model).__name__} does not support activation checkpointing"
         if mode == "full":
@@ -74,11 +77,11 @@ def activation_checkpointing(model: nn.Module, mode: Checkpointing = "full") -> 
     kwargs: dict[str, Any] = {"use_reentrant": False}
     if mode == "selective":
         kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, selective_policy)
-    enable(gradient_checkpointing_kwargs=kwargs)
+    enable(**{"activation_checkpointing_kwargs" if new_api else "gradient_checkpointing_kwargs": kwargs})
     try:
         yield
     finally:
-        model.gradient_checkpointing_disable()  # type: ignore[operator]
+        getattr(model, "activation_checkpointing_disable" if new_api else "gradient_checkpointing_disable")()
 
 
 @contextmanager
