@@ -23,9 +23,10 @@ from rankwise.errors import RankwiseError
 from rankwise.optim import build_optimizer, optimizer_config
 from rankwise.train.checkpoint import CHECKPOINT, read_state, restore_optimizer, save_checkpoint
 from rankwise.train.config import TrainConfig
+from rankwise.train.distributed import SINGLE, Ranks, barrier, join, sum_gradients, sum_scalar
 from rankwise.train.loss import causal_lm_loss
 from rankwise.train.memory import activation_checkpointing, mixed_precision
-from rankwise.train.run_folder import check_run_folder, create_work_folder, finish_run
+from rankwise.train.run_folder import check_run_folder, create_work_folder, finish_run, work_folder
 from rankwise.train.schedule import learning_rate
 from rankwise.train.trainable import Trainable
 
@@ -34,10 +35,12 @@ from rankwise.train.trainable import Trainable
 Objective = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, int]]
 
 
-def batch_indices(step: int, micro: int, cfg: TrainConfig, n_windows: int) -> torch.Tensor:
-    """Window indices of micro-batch ``micro`` of step ``step``: epochs of seeded permutations, so the
-    data order is a pure function of (seed, step) and a resumed run sees the same batches."""
-    first = (step * cfg.grad_accum + micro) * cfg.batch_size
+def batch_indices(step: int, micro: int, cfg: TrainConfig, n_windows: int, ranks: Ranks = SINGLE) -> torch.Tensor:
+    """Window indices of micro-batch ``micro`` of step ``step`` on ``ranks.rank``: epochs of seeded
+    permutations, so the data order is a pure function of (seed, step) and a resumed run sees the same
+    batches. The ranks of a data-parallel job split each global micro-batch of ``world × batch_size``
+    windows in order: together they see what one process with that batch size would."""
+    first = ((step * cfg.grad_accum + micro) * ranks.world + ranks.rank) * cfg.batch_size
     idx = []
     for pos in range(first, first + cfg.batch_size):
         epoch, offset = divmod(pos, n_windows)
@@ -53,26 +56,29 @@ def make_optimizer(cfg: TrainConfig, params: dict[str, nn.Parameter]) -> torch.o
 
 
 def _train_step(model: nn.Module, cfg: TrainConfig, train: torch.Tensor, step: int,
-                optimizer: torch.optim.Optimizer, objective: Objective,
-                trainable: Trainable) -> tuple[float, float, int]:
-    """One optimizer step's forward/backward over ``grad_accum`` micro-batches: (mean loss, grad norm, tokens).
+                optimizer: torch.optim.Optimizer, objective: Objective, trainable: Trainable,
+                ranks: Ranks = SINGLE) -> tuple[float, float, int]:
+    """One optimizer step's forward/backward over ``grad_accum`` micro-batches: (mean loss, grad norm, tokens),
+    all three over every rank of a data-parallel job.
 
     The parameters are the optimizer's at this step: a `Trainable` may add or remove some between steps
     (adaptive-rank adapters, LISA)."""
     total, tokens = 0.0, 0
-    batches = [train[batch_indices(step, micro, cfg, train.shape[0])] for micro in range(cfg.grad_accum)]
-    n_pred = cfg.grad_accum * cfg.batch_size * (cfg.seq_len - 1)
+    batches = [train[batch_indices(step, micro, cfg, train.shape[0], ranks)] for micro in range(cfg.grad_accum)]
+    n_pred = ranks.world * cfg.grad_accum * cfg.batch_size * (cfg.seq_len - 1)
     for batch in batches:
         with mixed_precision(batch.device, cfg.precision):
             loss, _ = objective(model, batch)
         scaled = loss / n_pred
         extra = trainable.extra_loss(model)
         if extra is not None:
-            scaled = scaled + extra / cfg.grad_accum
+            scaled = scaled + extra / (cfg.grad_accum * ranks.world)
         scaled.backward()  # type: ignore[no-untyped-call]
         total += float(loss.detach())
         tokens += batch.numel()
     live = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    sum_gradients(live, ranks)
+    total, tokens = sum_scalar(total, ranks), tokens * ranks.world
     norm = (float(nn.utils.clip_grad_norm_(live, cfg.max_grad_norm)) if cfg.max_grad_norm
             else float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in live]))))  # type: ignore[union-attr]
     return total / n_pred, norm, tokens
@@ -116,6 +122,7 @@ def train(
     and ``resume=True`` continues from its last checkpoint (refusing a changed config).
     """
     out_path = Path(out)
+    ranks = join()
     check_run_folder(out_path, config, resume, overwrite)
     if model is None:
         from rankwise.io.loading import load_model
@@ -127,13 +134,16 @@ def train(
     trainable.check(model)
     optimizer_config(config.optimizer, **config.optimizer_options)  # unknown names or knobs: one line, now
     objective = objective or (lambda m, b: causal_lm_loss(m, b, config.loss_chunk))
-    work = create_work_folder(out_path, config, resume)
+    if ranks.main:
+        create_work_folder(out_path, config, resume)
+    barrier(ranks)
+    work = work_folder(out_path)
     torch.manual_seed(config.seed)
     state = read_state(work) if resume else None
     started = time.perf_counter()
     if state is None:
-        ppl_before = _perplexity(model, eval_windows, config, progress, "before · perplexity")
-        trainable.prepare(model, train_windows, progress)
+        ppl_before = _perplexity(model, eval_windows, config, progress and ranks.main, "before · perplexity")
+        trainable.prepare(model, train_windows, progress and ranks.main)
         state = {"step": 0, "losses": [], "tokens": 0, "perplexity_before": ppl_before, "elapsed_s": 0.0,
                  "train_s": 0.0, "skipped_steps": 0}
     else:
@@ -142,20 +152,23 @@ def train(
     optimizer = make_optimizer(config, params)
     if state["step"] > 0:
         restore_optimizer(work, optimizer)
-    state = _loop(model, config, train_windows, optimizer, trainable, state, work, objective, progress)
+    state = _loop(model, config, train_windows, optimizer, trainable, state, work, objective, progress, ranks)
     state["elapsed_s"] += time.perf_counter() - started
-    state["perplexity_after"] = _perplexity(model, eval_windows, config, progress, "after · perplexity")
-    report = _report(model, config, trainable, optimizer, state)
-    finish_run(out_path, work, trainable, model, tokenizer, config, report, overwrite)
+    state["perplexity_after"] = _perplexity(model, eval_windows, config, progress and ranks.main,
+                                            "after · perplexity")
+    report = _report(model, config, trainable, optimizer, state, ranks)
+    if ranks.main:  # one writer; the other ranks wait until the run folder exists
+        finish_run(out_path, work, trainable, model, tokenizer, config, report, overwrite)
+    barrier(ranks)
     return report
 
 
 def _loop(model: nn.Module, cfg: TrainConfig, train: torch.Tensor, optimizer: torch.optim.Optimizer,
           trainable: Trainable, state: dict[str, Any], work: Path, objective: Objective,
-          progress: bool) -> dict[str, Any]:
+          progress: bool, ranks: Ranks) -> dict[str, Any]:
     model.train()
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train · {trainable.kind}", unit="step",
-               disable=not progress)
+               disable=not (progress and ranks.main))
     t0, tokens0, train_s0 = time.perf_counter(), state["tokens"], state.get("train_s", 0.0)
     try:
         with activation_checkpointing(model, cfg.checkpointing):
@@ -164,7 +177,7 @@ def _loop(model: nn.Module, cfg: TrainConfig, train: torch.Tensor, optimizer: to
                     group["lr"] = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
                 trainable.before_step(step, model, optimizer)
                 optimizer.zero_grad(set_to_none=True)
-                loss, norm, tokens = _train_step(model, cfg, train, step, optimizer, objective, trainable)
+                loss, norm, tokens = _train_step(model, cfg, train, step, optimizer, objective, trainable, ranks)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     last = read_state(work)
                     kept = (f"the last good checkpoint (step {last['step']}) is kept in {work}" if last
@@ -179,7 +192,7 @@ def _loop(model: nn.Module, cfg: TrainConfig, train: torch.Tensor, optimizer: to
                 rate = (state["tokens"] - tokens0) / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}")
                 bar.update(1)
-                if state["step"] % cfg.checkpoint_every == 0 and state["step"] < cfg.steps:
+                if state["step"] % cfg.checkpoint_every == 0 and state["step"] < cfg.steps and ranks.main:
                     save_checkpoint(work, trainable, model, optimizer, state)
     finally:
         bar.close()
@@ -188,7 +201,7 @@ def _loop(model: nn.Module, cfg: TrainConfig, train: torch.Tensor, optimizer: to
 
 
 def _report(model: nn.Module, cfg: TrainConfig, trainable: Trainable, optimizer: torch.optim.Optimizer,
-            state: dict[str, Any]) -> dict[str, Any]:
+            state: dict[str, Any], ranks: Ranks) -> dict[str, Any]:
     from rankwise.eval.params import parameter_count
     from rankwise.optim import state_bytes
 
@@ -203,5 +216,6 @@ def _report(model: nn.Module, cfg: TrainConfig, trainable: Trainable, optimizer:
         "perplexity_before": state["perplexity_before"], "perplexity_after": state["perplexity_after"],
         "elapsed_s": state["elapsed_s"], "train_s": state.get("train_s", 0.0),
         "tokens_per_s": state["tokens"] / max(state.get("train_s", 0.0), 1e-9),
-        "peak_rss_mb": peak_kb / 1024, "config": cfg.to_yaml_dict(), **trainable.describe(),
+        "peak_rss_mb": peak_kb / 1024, "processes": ranks.world, "config": cfg.to_yaml_dict(),
+        **trainable.describe(),
     }
