@@ -29,7 +29,7 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    words = "the cat sat on a mat while the dog ran to the park and back home again".split()
+    words = ["the", "cat", "sat", "on", "a", "mat", "while", "dog", "ran", "to", "park", "and", "back", "home"]
     gen = torch.Generator().manual_seed(0)
     paragraphs = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (60,), generator=gen))
                   for _ in range(40)]
