@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,26 @@ PEFT_WEIGHTS = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
 
 
-def peft_factors(layer: AdapterLinear) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lora_A [r', n], lora_B [m, r'])`` with lora_B·lora_A·s = W_adapted − W₀ (r' = r or 2r)."""
-    A, B = layer.lora_A.detach(), layer.lora_B.detach()
-    if layer.changes_base:
-        A = torch.cat([A, layer.init_A_tensor()], dim=0)
-        B = torch.cat([B, -layer.init_B_tensor()], dim=1)
-    return A.contiguous(), B.contiguous()
+def peft_factors(layer: AdapterLinear, rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+    """``(lora_A [r', n], lora_B [m, r'], relative error)`` with s·lora_B·lora_A = W_adapted − W₀ (s = the
+    layer's scaling; r' = r or 2r), exact (error None) where the update is of B·A form. Otherwise (a sparse
+    update) the rank-``rank`` truncated SVD of W_adapted − W₀, with its relative Frobenius error."""
+    factors = layer.update_factors()
+    if factors is not None:
+        A, B = factors
+        return A.contiguous(), B.contiguous(), None
+    if rank is None:
+        raise RankwiseError("this adapter's update is not of B·A form; pick the rank of its truncated-SVD "
+                            "export (export_peft(..., rank=16), or --rank)")
+    from rankwise.linalg import svd
+
+    delta = layer.variant.update_weight() if layer.variant is not None else layer.delta_weight()
+    k = min(rank, *delta.shape)
+    parts = svd(delta, k, method="exact")
+    B, A = parts.to_ab()
+    norm = float(delta.norm())
+    error = float((delta - B @ A).norm()) / norm if norm > 0 else 0.0
+    return A.contiguous(), B.contiguous(), error
 
 
 def _patterns(values: dict[str, float], default: float) -> dict[str, float]:
@@ -44,8 +58,14 @@ def _patterns(values: dict[str, float], default: float) -> dict[str, float]:
 
 
 def export_peft(model: nn.Module, folder: str | os.PathLike[str], base_model: str | None = None,
-                overwrite: bool = False) -> Path:
-    """Write the model's adapters as a PEFT LoRA that loads on the unchanged base model."""
+                overwrite: bool = False, rank: int | None = None) -> Path:
+    """Write the model's adapters as a PEFT LoRA that loads on the unchanged base model.
+
+    Updates of B·A form (LoRA, SVD-initialised and SVD-form methods, random-basis and adaptive-rank
+    ones, whose per-layer ranks become PEFT's ``rank_pattern``) are written exactly. Others (LIFT's
+    sparse update) need ``rank``: their update is truncated to it by SVD, and the relative error of
+    each layer is printed to stderr. Layers whose adaptive rank fell to zero are left out.
+    """
     layers = adapter_layers(model)
     if not layers:
         raise RankwiseError("the model has no rankwise adapters to export")
@@ -55,11 +75,17 @@ def export_peft(model: nn.Module, folder: str | os.PathLike[str], base_model: st
     ranks: dict[str, float] = {}
     alphas: dict[str, float] = {}
     for name, layer in layers.items():
-        A, B = peft_factors(layer)
+        A, B, error = peft_factors(layer, rank)
+        if error is not None:
+            print(f"{name}: rank-{A.shape[0]} PEFT export, relative error {error:.4f}", file=sys.stderr)
+        if A.shape[0] == 0:
+            continue  # an adaptive rank pruned to nothing: no update to export (PEFT needs r > 0)
         tensors[f"{_PREFIX}{name}.lora_A.weight"] = A
         tensors[f"{_PREFIX}{name}.lora_B.weight"] = B
         ranks[name] = A.shape[0]
         alphas[name] = layer.scaling * A.shape[0]  # PEFT's scaling is lora_alpha / r
+    if not ranks:
+        raise RankwiseError("every adapter layer has rank 0; there is nothing to export")
     r = int(Counter(ranks.values()).most_common(1)[0][0])
     alpha = Counter(alphas.values()).most_common(1)[0][0]
     dropout = getattr(getattr(model, CONFIG_ATTR, None), "dropout", 0.0)
@@ -67,7 +93,7 @@ def export_peft(model: nn.Module, folder: str | os.PathLike[str], base_model: st
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
         "r": r, "lora_alpha": alpha, "lora_dropout": dropout, "use_rslora": False, "use_dora": False,
         "bias": "none", "fan_in_fan_out": False, "init_lora_weights": True, "inference_mode": True,
-        "target_modules": sorted(layers), "rank_pattern": {k: int(v) for k, v in _patterns(ranks, r).items()},
+        "target_modules": sorted(ranks), "rank_pattern": {k: int(v) for k, v in _patterns(ranks, r).items()},
         "alpha_pattern": _patterns(alphas, alpha), "modules_to_save": None,
     }
     with atomic_folder(folder, overwrite) as tmp:
