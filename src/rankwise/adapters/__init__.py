@@ -1,10 +1,12 @@
-"""Low-rank adapters: SVD-initialised methods (LoRA, PiSSA, MiLoRA, CorDA, EVA), merge/unmerge, PEFT I/O.
+"""Low-rank adapters: SVD-initialised methods (LoRA, PiSSA, MiLoRA, CorDA, EVA), SVD-form, random-basis, sparse
+and adaptive-rank methods (SVFit, SORSA, SALT, KaSA, NOLA, LIFT, AdaLoRA, IncreLoRA), merge/unmerge, PEFT I/O.
 
     import rankwise as rw
     rw.adapt(model, rw.adapters.PiSSA(rank=16), targets="all-linear")
     rw.adapters.trainable_parameters(model)
 """
 
+from rankwise.adapters.adalora import AdaLoRA
 from rankwise.adapters.apply import (
     adapt,
     adapter_config,
@@ -26,17 +28,31 @@ from rankwise.adapters.config import (
 )
 from rankwise.adapters.corda import CorDA
 from rankwise.adapters.eva import EVA
+from rankwise.adapters.finetune import AdapterTrainable, FinetuneConfig, finetune
+from rankwise.adapters.increlora import IncreLoRA
+from rankwise.adapters.kasa import KaSA
 from rankwise.adapters.layer import AdapterLinear
+from rankwise.adapters.lift import LIFT
 from rankwise.adapters.lora import LoRA
 from rankwise.adapters.milora import MiLoRA
+from rankwise.adapters.nola import NOLA
 from rankwise.adapters.peft_io import export_peft, load_peft
 from rankwise.adapters.pissa import PiSSA
 from rankwise.adapters.run_io import load_adapter, save_adapter
-from rankwise.adapters.finetune import AdapterTrainable, FinetuneConfig, finetune
+from rankwise.adapters.salt import SALT
+from rankwise.adapters.sorsa import SORSA
+from rankwise.adapters.svfit import SVFit
+from rankwise.adapters.variant import Variant
 
 __all__ = [
     "EVA",
+    "LIFT",
     "METHODS",
+    "NOLA",
+    "SALT",
+    "SORSA",
+    "AdaLoRA",
+    "AdapterCallback",
     "AdapterConfig",
     "AdapterInit",
     "AdapterLinear",
@@ -44,9 +60,13 @@ __all__ = [
     "CalibrationData",
     "CorDA",
     "FinetuneConfig",
+    "IncreLoRA",
+    "KaSA",
     "LoRA",
     "MiLoRA",
     "PiSSA",
+    "SVFit",
+    "Variant",
     "adapt",
     "adapter_config",
     "adapter_layers",
@@ -64,3 +84,12 @@ __all__ = [
     "trainable_parameters",
     "unmerge",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The Trainer callback imports transformers: loaded on first use, so `import rankwise` stays light.
+    if name == "AdapterCallback":
+        from rankwise.adapters.callback import AdapterCallback
+
+        return AdapterCallback
+    raise AttributeError(f"module 'rankwise.adapters' has no attribute {name!r}")

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from rankwise.adapters._common import layer_done
 from rankwise.adapters.config import AdapterConfig, get_method
 from rankwise.adapters.layer import AdapterLinear
+from rankwise.adapters.variant import Variant
 from rankwise.errors import RankwiseError
 from rankwise.linalg.split import subtract_lowrank
 from rankwise.modules import TargetSpec, replace_module, select_targets
@@ -83,7 +84,12 @@ def adapt(
     scaling = config.scaling()
     for name, init in inits.items():
         base = _linear(model, name)
-        if config.changes_base:
+        if isinstance(init, Variant):
+            initial = init.initial_factors()
+            if initial is not None:  # the part of W the update now carries leaves the frozen weight
+                base.weight.data = subtract_lowrank(weights[name], initial[1], initial[0], 1.0).to(base.weight.dtype)
+            layer = AdapterLinear(base, dropout=config.dropout, variant=init)
+        elif config.changes_base:
             # Formed here, on the caller's thread, not in the init's workers: memory the process freed
             # earlier is reused from this thread's heap (per-worker heaps are handed back to the OS,
             # and every fresh page faults: ~75k faults, ~0.2 s CPU, per SmolLM2 init). Rebound, not

@@ -7,9 +7,9 @@ A method is one module that defines its config class (a subclass of `AdapterConf
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,9 @@ from rankwise.errors import RankwiseError
 
 if TYPE_CHECKING:
     import torch
+
+    from rankwise.adapters.layer import AdapterLinear
+    from rankwise.adapters.variant import Variant
 
 
 class AdapterConfig(BaseModel):
@@ -72,8 +75,15 @@ class AdapterInit:
 
 
 #: ``init(weights, grams, config) -> inits``: ``weights`` maps layer name → W [m, n] (fp32), ``grams``
-#: maps layer name → mean input Gram E[x xᵀ] [n, n] (fp64; empty unless ``needs_calibration``).
-InitFn = Callable[[dict[str, "torch.Tensor"], dict[str, "torch.Tensor"], Any], dict[str, AdapterInit]]
+#: maps layer name → mean input Gram E[x xᵀ] [n, n] (fp64; empty unless ``needs_calibration``). A layer's
+#: init is an `AdapterInit` (plain s·B·A) or, for methods with their own parameterisation, a `Variant`.
+InitFn = Callable[[dict[str, "torch.Tensor"], dict[str, "torch.Tensor"], Any], "Mapping[str, AdapterInit | Variant]"]
+InitT = TypeVar("InitT", bound=InitFn)
+
+#: ``schedule(layers, step, total_steps, optimizer, config)``: runs before the forward pass of 0-based
+#: ``step`` of ``total_steps`` (the gradients of the previous step are still on the parameters) and may
+#: resize the layers' parameters, keeping ``optimizer`` (None outside training) in step with them.
+ScheduleFn = Callable[["dict[str, AdapterLinear]", int, int, "torch.optim.Optimizer | None", Any], None]
 
 
 @dataclass(frozen=True)
@@ -81,16 +91,23 @@ class AdapterMethod:
     name: str
     config: type[AdapterConfig]
     init: InitFn
+    #: The `Variant` class that `load_adapter` rebuilds the layers with (None: plain s·B·A layers).
+    variant: type[Variant] | None = None
+    #: Rank schedule run by the training loop and the Trainer callback (adaptive-rank methods).
+    schedule: ScheduleFn | None = None
 
 
 METHODS: dict[str, AdapterMethod] = {}
 
 
-def register(name: str, config: type[AdapterConfig]) -> Callable[[InitFn], InitFn]:
+def register(name: str, config: type[AdapterConfig], variant: type[Variant] | None = None,
+             schedule: ScheduleFn | None = None) -> Callable[[InitT], InitT]:
     """Decorator for a method's init function: ``@register("pissa", PiSSA)``."""
 
-    def wrap(fn: InitFn) -> InitFn:
-        METHODS[name] = AdapterMethod(name, config, fn)
+    def wrap(fn: InitT) -> InitT:
+        if name in METHODS:
+            raise ValueError(f"adapter method {name!r} is registered twice")
+        METHODS[name] = AdapterMethod(name, config, fn, variant, schedule)
         return fn
 
     return wrap
@@ -98,7 +115,21 @@ def register(name: str, config: type[AdapterConfig]) -> Callable[[InitFn], InitF
 
 def _load_methods() -> None:
     # Importing the method modules fills METHODS (each registers itself).
-    from rankwise.adapters import corda, eva, lora, milora, pissa  # noqa: F401
+    from rankwise.adapters import (  # noqa: F401
+        adalora,
+        corda,
+        eva,
+        increlora,
+        kasa,
+        lift,
+        lora,
+        milora,
+        nola,
+        pissa,
+        salt,
+        sorsa,
+        svfit,
+    )
 
 
 def method_names() -> list[str]:
@@ -126,7 +157,9 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise RankwiseError(f"invalid {name} config: {loc}: {first['msg']}") from None
+        where = f"{loc}: " if loc else ""  # a check across fields has no single location
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise RankwiseError(f"invalid {name} config: {where}{message}") from None
 
 
 def make_config(method: str, **kwargs: Any) -> AdapterConfig:

@@ -13,6 +13,7 @@ from torch import nn
 
 from rankwise.adapters.apply import adapt, trainable_parameters
 from rankwise.adapters.config import AdapterConfig, config_from_dict
+from rankwise.adapters.hooks import load_pending_grads, regulariser, save_pending_grads, schedule_step
 from rankwise.adapters.run_io import load_adapter, write_adapter
 from rankwise.errors import RankwiseError
 from rankwise.modules import select_targets
@@ -50,9 +51,10 @@ class AdapterTrainable(Trainable):
 
     kind = "adapter"
 
-    def __init__(self, config: AdapterConfig, targets: Any = "all-linear") -> None:
+    def __init__(self, config: AdapterConfig, targets: Any = "all-linear", steps: int | None = None) -> None:
         self.config = config
         self.targets = targets
+        self.steps = steps  # the run's length, for methods with a rank schedule (AdaLoRA, IncreLoRA)
 
     def check(self, model: nn.Module) -> None:
         names = select_targets(model, self.targets)
@@ -65,11 +67,23 @@ class AdapterTrainable(Trainable):
 
     def restore(self, model: nn.Module, checkpoint: Path) -> None:
         load_adapter(model, checkpoint)
+        load_pending_grads(model, checkpoint)
 
     def parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         return trainable_parameters(model)
 
+    def before_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if self.steps is not None:
+            schedule_step(model, step, self.steps, optimizer)
+
+    def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        return regulariser(model)
+
     def write_checkpoint(self, model: nn.Module, folder: Path) -> None:
+        write_adapter(model, folder)
+        save_pending_grads(model, folder)
+
+    def write_final(self, model: nn.Module, tokenizer: Any, folder: Path) -> None:
         write_adapter(model, folder)
 
     def describe(self) -> dict[str, Any]:
@@ -95,7 +109,7 @@ def trainable_for(config: FinetuneConfig) -> Trainable:
     if config.full:
         return FullTrainable()
     assert config.adapter is not None
-    return AdapterTrainable(config.adapter, config.targets)
+    return AdapterTrainable(config.adapter, config.targets, steps=config.steps)
 
 
 def finetune(

@@ -16,8 +16,9 @@ from torch import nn
 
 from rankwise._version import __version__
 from rankwise.adapters.apply import CONFIG_ATTR, adapter_config, adapter_layers
-from rankwise.adapters.config import config_from_dict
+from rankwise.adapters.config import config_from_dict, get_method
 from rankwise.adapters.layer import AdapterLinear
+from rankwise.adapters.variant import Variant
 from rankwise.errors import RankwiseError
 from rankwise.io.atomic import atomic_folder
 from rankwise.linalg.split import subtract_lowrank
@@ -28,9 +29,13 @@ ADAPTER_META = "adapter.yaml"
 
 
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``<layer>.lora_A`` [r, n], ``<layer>.lora_B`` [m, r], and ``<layer>.init_A/init_B`` where the init changed W."""
+    """``<layer>.lora_A`` [r, n], ``<layer>.lora_B`` [m, r], and ``<layer>.init_A/init_B`` where the init changed W;
+    for variant layers, ``<layer>.<name>`` for each tensor the variant saves."""
     out: dict[str, torch.Tensor] = {}
     for name, layer in adapter_layers(model).items():
+        if layer.variant is not None:
+            out.update({f"{name}.{key}": t.detach().contiguous() for key, t in layer.variant.tensors().items()})
+            continue
         out[f"{name}.lora_A"] = layer.lora_A.detach().contiguous()
         out[f"{name}.lora_B"] = layer.lora_B.detach().contiguous()
         if layer.changes_base:
@@ -88,6 +93,14 @@ def _check_fits(model: nn.Module, layers: dict[str, Any], folder: Path) -> None:
                                 f"{'x'.join(map(str, info['shape']))} in the adapter")
 
 
+def _variant_layer(base: nn.Linear, variant: Variant, dropout: float) -> AdapterLinear:
+    initial = variant.initial_factors()
+    if initial is not None:  # the same formula and bits as `adapt` used for the frozen residual
+        with torch.no_grad():
+            base.weight.copy_(subtract_lowrank(base.weight, initial[1], initial[0], 1.0).to(base.weight.dtype))
+    return AdapterLinear(base, dropout=dropout, variant=variant)
+
+
 def load_adapter(model: nn.Module, folder: str | os.PathLike[str]) -> nn.Module:
     """Put a saved adapter (or a run's) back onto a freshly loaded base model, in place; returns ``model``."""
     path = Path(folder)
@@ -98,10 +111,17 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike[str]) -> nn.Module:
         raise RankwiseError("the model already has adapters; load the adapter onto a fresh base model")
     _check_fits(model, layers, path)
     tensors = load_file(str(path / ADAPTER_WEIGHTS))
+    variant_cls = get_method(config.method).variant
     model.requires_grad_(False)
     for name, info in layers.items():
         base = model.get_submodule(name)
         assert isinstance(base, nn.Linear)
+        if variant_cls is not None:
+            own = {key[len(name) + 1:]: t for key, t in tensors.items() if key.startswith(f"{name}.")}
+            shape = (int(info["shape"][0]), int(info["shape"][1]))
+            replace_module(model, name, _variant_layer(base, variant_cls.from_tensors(own, config, shape, 1.0),
+                                                       config.dropout))
+            continue
         A, B = tensors[f"{name}.lora_A"], tensors[f"{name}.lora_B"]
         init_A, init_B = tensors.get(f"{name}.init_A"), tensors.get(f"{name}.init_B")
         scaling = float(info["scaling"])
