@@ -151,3 +151,19 @@ def test_adapter_and_full_exclude_each_other() -> None:
         FinetuneConfig.model_validate({"adapter": {"method": "lora"}, "full": True})
     with pytest.raises(ValueError, match="nothing to train"):
         FinetuneConfig.model_validate({})
+
+
+def test_a_non_finite_step_is_skipped_and_counted_when_the_optimizer_says_skip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = loop_module._train_step
+
+    def nan_at_step_3(model, config, train, step, *rest):  # type: ignore[no-untyped-def]
+        loss, norm, tokens = real_step(model, config, train, step, *rest)
+        return loss, (float("inf") if step == 2 else norm), tokens
+
+    monkeypatch.setattr(loop_module, "_train_step", nan_at_step_3)
+    options = {"rank": 4, "nan_policy": "skip"}
+    report = run(cfg(optimizer="lowrank_adamw", optimizer_options=options), tmp_path / "skip")
+    assert report["skipped_steps"] == 1 and report["steps"] == 6 and len(report["losses"]) == 5  # type: ignore[arg-type]
+    with pytest.raises(RankwiseError, match="gradient norm became inf at step 3; training stopped"):
+        run(cfg(optimizer="lowrank_adamw", optimizer_options={"rank": 4}), tmp_path / "raise")

@@ -178,11 +178,19 @@ def _loop(model: nn.Module, cfg: TrainConfig, train: torch.Tensor, optimizer: to
                 trainable.before_step(step, model, optimizer)
                 optimizer.zero_grad(set_to_none=True)
                 loss, norm, tokens = _train_step(model, cfg, train, step, optimizer, objective, trainable, ranks)
-                if not (math.isfinite(loss) and math.isfinite(norm)):
+                finite = math.isfinite(loss) and math.isfinite(norm)
+                if not finite and cfg.optimizer_options.get("nan_policy") == "skip":
+                    optimizer.zero_grad(set_to_none=True)  # the step is skipped and counted, as asked
+                    state["skipped_steps"] = state.get("skipped_steps", 0) + 1
+                    state["step"] = step + 1
+                    bar.update(1)
+                    continue
+                if not finite:
                     last = read_state(work)
                     kept = (f"the last good checkpoint (step {last['step']}) is kept in {work}" if last
                             else "no checkpoint had been written yet")
-                    raise RankwiseError(f"loss became {loss} at step {step + 1}; training stopped and {kept}; "
+                    what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
+                    raise RankwiseError(f"{what} at step {step + 1}; training stopped and {kept}; "
                                         "lower --lr (and use --overwrite to start again)")
                 optimizer.step()
                 state["losses"].append(loss)
@@ -212,7 +220,8 @@ def _report(model: nn.Module, cfg: TrainConfig, trainable: Trainable, optimizer:
         "trainable_parameters": sum(p.numel() for p in trainable.parameters(model).values()),
         "total_parameters": parameter_count(model), "optimizer": cfg.optimizer,
         "optimizer_state_bytes": state_bytes(optimizer),
-        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None, "losses": losses,
+        "skipped_steps": state.get("skipped_steps", 0), "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None, "losses": losses,
         "perplexity_before": state["perplexity_before"], "perplexity_after": state["perplexity_after"],
         "elapsed_s": state["elapsed_s"], "train_s": state.get("train_s", 0.0),
         "tokens_per_s": state["tokens"] / max(state.get("train_s", 0.0), 1e-9),
