@@ -235,3 +235,22 @@ def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "keep.txt").read_text() == "x"
     with pytest.raises(RankwiseError, match="nothing to resume"):
         run(cfg(), tmp_path / "other", resume=True)
+
+
+def test_chunked_loss_gives_a_trainable_head_and_tied_embedding_their_gradients() -> None:
+    """Full fine-tuning: the head trains (and, tied, is the embedding); its gradient comes from the chunks."""
+    for tied in (False, True):
+        model = tiny_llama()
+        if tied:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        batch = TRAIN[:3]
+        ours, _ = causal_lm_loss(model, batch, chunk=7)
+        ours.backward()
+        g_ours = {k: p.grad.clone() for k, p in model.named_parameters()}
+        model.zero_grad()
+        logits = model(batch).logits[:, :-1].reshape(-1, 128)
+        ref = torch.nn.functional.cross_entropy(logits, batch[:, 1:].reshape(-1), reduction="sum")
+        ref.backward()
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+        for k, p in model.named_parameters():
+            assert (g_ours[k] - p.grad).norm() <= 1e-4 * p.grad.norm(), (tied, k)
