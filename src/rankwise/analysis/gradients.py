@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from rankwise import linalg
 from rankwise.analysis.config import AnalyzeConfig
 from rankwise.analysis.source import matrix_kind
+from rankwise.calib.gradients import accumulate_gradients
 from rankwise.errors import RankwiseError
 from rankwise.linalg.spectrum import gram_singular_values
 
@@ -40,39 +40,6 @@ def _model_and_tokens(model: Any, cfg: AnalyzeConfig, tokens: torch.Tensor | Non
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise RankwiseError(f"gradient windows must be [N, T] with T >= 2, got {tuple(tokens.shape)}")
     return model, tokens
-
-
-def accumulate_gradients(model: nn.Module, tokens: torch.Tensor, targets: list[str], batch_size: int,
-                         progress: bool) -> dict[str, torch.Tensor]:
-    """∂(mean token NLL over ``tokens`` [N, T])/∂W for each target Linear, fp32 [out, in] each."""
-    from rankwise.eval.perplexity import window_nll
-
-    modules = dict(model.named_modules())
-    weights = {name: modules[name].weight for name in targets}
-    saved = {n: p.requires_grad for n, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    total_tokens = tokens.shape[0] * (tokens.shape[1] - 1)
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-            p.grad = None
-        for w in weights.values():
-            w.requires_grad_(True)
-        for start in tqdm(range(0, tokens.shape[0], batch_size), desc="gradients", unit="batch", disable=not progress):
-            nll, _ = window_nll(model, tokens[start : start + batch_size])
-            (nll / total_tokens).backward()  # type: ignore[no-untyped-call]
-        grads = {}
-        for name, w in weights.items():
-            if w.grad is None:
-                raise RankwiseError(f"layer {name} received no gradient; it is not used by the model's forward")
-            grads[name] = w.grad.detach().float().clone()
-            w.grad = None
-        return grads
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(saved[n])
-        model.train(was_training)
 
 
 def gradient_pass(model: Any, cfg: AnalyzeConfig, progress: bool, tokens: torch.Tensor | None = None

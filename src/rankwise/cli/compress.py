@@ -83,7 +83,7 @@ def measure(model: Any, sources: dict[str, Any], speed: bool) -> dict[str, float
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankwise.compress import CONFIGS, decompose, realize, save_compressed
+    from rankwise.compress import CONFIGS, apply, decompose, pipeline_name, realize, save_compressed
     from rankwise.compress.allocators import get_allocator
     from rankwise.compress.registry import get_compressor
     from rankwise.data.sources import documents
@@ -115,16 +115,14 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     before = measure(model, eval_windows, not args.no_speed)
     eval_before = time.perf_counter() - t0
-    shared = None if configs[0].sequential else decompose(model, configs[0], targets, calib)
+    shared = decompose(model, configs[0], targets, calib) if pipeline_name(configs[0]) == "one_shot" else None
     for config, folder in zip(configs, folders, strict=True):
         work = copy.deepcopy(model) if len(configs) > 1 else model
         if shared is not None:
             report = realize(work, shared, config.ratio)
             report.config = config.model_dump()
         else:
-            from rankwise.compress.sequential import apply_sequential
-
-            report = apply_sequential(work, config, targets, calib, 8, True)
+            report = apply(work, config, targets, calib)
         t1 = time.perf_counter()
         after = measure(work, eval_windows, not args.no_speed)
         report.timings["evaluation"] = eval_before + time.perf_counter() - t1

@@ -2,14 +2,16 @@
 
 from rankwise.compress import allocators
 from rankwise.compress.config import ASVD, CONFIGS, FWSVD, SVD, SVDLLM, CompressConfig
-from rankwise.compress.driver import Decomposition, apply, decompose, realize
+from rankwise.compress.driver import Decomposition, decompose, realize
 from rankwise.compress.export import densified, save_compressed
+from rankwise.compress.pipeline import PIPELINES, apply, pipeline_name
 from rankwise.compress.report import CompressionReport
 
 __all__ = [
            "ASVD",
            "CONFIGS",
            "FWSVD",
+           "PIPELINES",
            "SVD",
            "SVDLLM",
            "CompressConfig",
@@ -19,6 +21,7 @@ __all__ = [
            "apply",
            "decompose",
            "densified",
+           "pipeline_name",
            "realize",
            "save_compressed",
 ]

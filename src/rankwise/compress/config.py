@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,6 +24,9 @@ class CompressConfig(BaseModel):
                              "compressed model (data-aware methods)")
     sensitivity_windows: int = Field(16, ge=0, description="calibration windows whose LM-loss gradients weigh "
                                      "each layer's error for the global allocator (0: relative errors)")
+    calib_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="dtype of the calibration forwards (statistics are always accumulated in fp64): "
+        "auto = bf16 where the CPU has bf16 units, else fp32")
 
     @field_validator("ratio")
     @classmethod
@@ -61,11 +64,15 @@ class SVDLLM(CompressConfig):
     """SVD-LLM (Wang et al. 2024): truncation-aware whitening with the input Gram G = Σ x xᵀ.
 
     The rank-r result minimises ‖(W − Ŵ)X‖_F; eigenvalues of G below ``clamp``·λ_max are raised
-    to that floor so a rank-deficient Gram still whitens.
+    to that floor so a rank-deficient Gram still whitens. With ``correct`` (output matching), blocks
+    are compressed in order and each target instead minimises ‖W X − Ŵ X̃‖_F, X̃ its inputs in the
+    partly compressed model, so every layer also compensates the error of the layers before it.
     """
 
     method: ClassVar[str] = "svd_llm"
     clamp: float = Field(1e-6, gt=0.0, lt=1.0, description="relative eigenvalue floor of the Gram")
+    correct: bool = Field(True, description="output-matching correction: match the dense outputs from the "
+                          "compressed model's inputs, block by block")
 
 
 CONFIGS: dict[str, type[CompressConfig]] = {c.method: c for c in (SVD, ASVD, FWSVD, SVDLLM)}

@@ -1,23 +1,25 @@
-"""The compress driver: statistics → decompositions → rank allocation → module swap → report.
+"""The one-shot compress stages: statistics → decompositions → rank allocation → module swap → report.
 
-The maths lives in the method and allocator modules; hooks, progress bars and module swapping
-live here, once.
+The maths lives in the method and allocator modules, hooks and statistics in `rankwise.calib`;
+the pipelines (`pipeline.py`) chain these stages.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rankwise.calib.precision import calibration_copy, resolve_precision
+from rankwise.calib.stats import LayerStats, fisher_stats, gram_stats
 from rankwise.compress.allocators.base import MatrixSpectrum, check_feasible, get_allocator
 from rankwise.compress.config import CompressConfig
 from rankwise.compress.registry import Compressor, get_compressor
 from rankwise.compress.report import CompressionReport, MatrixResult
-from rankwise.compress.stats import LayerStats, fisher_stats, gram_stats
 from rankwise.errors import RankwiseError
 from rankwise.eval.params import parameter_count
 from rankwise.linalg.factors import Factors
@@ -49,17 +51,20 @@ def _check_targets(model: nn.Module, names: list[str]) -> None:
 
 def collect_stats(model: nn.Module, compressor: Compressor, names: list[str], calib: torch.Tensor | None,
                   batch_size: int, progress: bool,
-                  sensitivity_windows: int = 0) -> tuple[dict[str, LayerStats], dict[str, float]]:
+                  sensitivity_windows: int = 0,
+                  dtype: torch.dtype | None = None) -> tuple[dict[str, LayerStats], dict[str, float]]:
     """Grams (always, when data is given: they also measure the activation error), Fisher rows for
-    Fisher-weighted methods, and output sensitivities for the global allocator."""
+    Fisher-weighted methods, and output sensitivities for the global allocator. The forwards run on
+    a copy of ``model`` in ``dtype`` when that differs from the model's (bf16 calibration)."""
     if calib is None:
         if compressor.needs_gram or compressor.needs_fisher:
             raise RankwiseError(f"method '{compressor.name}' needs calibration data; pass calib windows "
                                 "(CLI: --calib wiki)")
         return {name: LayerStats() for name in names}, {}
-    stats, sensitivity = gram_stats(model, names, calib, batch_size, progress, sensitivity_windows)
+    runner = calibration_copy(model, dtype or next(model.parameters()).dtype)
+    stats, sensitivity = gram_stats(runner, names, calib, batch_size, progress, sensitivity_windows)
     if compressor.needs_fisher:
-        for name, rows in fisher_stats(model, names, calib, max(1, batch_size // 2), progress).items():
+        for name, rows in fisher_stats(runner, names, calib, max(1, batch_size // 2), progress).items():
             stats[name].fisher_rows = rows
     return stats, sensitivity
 
@@ -74,7 +79,8 @@ def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "a
     t0 = time.perf_counter()
     wants_sensitivity = config.alloc == "global" and config.sensitivity_windows > 0
     stats, sensitivity = collect_stats(model, compressor, names, calib, batch_size, progress,
-                                       config.sensitivity_windows if wants_sensitivity else 0)
+                                       config.sensitivity_windows if wants_sensitivity else 0,
+                                       resolve_precision(config.calib_precision, model))
     t1 = time.perf_counter()
 
     def one(name: str) -> tuple[Factors, MatrixSpectrum]:
@@ -110,26 +116,36 @@ def allocate(dec: Decomposition, ratio: float) -> dict[str, int | None]:
     return get_allocator(dec.config.alloc)(dec.spectra, ratio, dec.config.rank_multiple)
 
 
-def swap_layer(model: nn.Module, name: str, factors: Factors, rank: int | None, stats: LayerStats) -> MatrixResult:
+#: ``error(W, Ŵ) -> float``: a swapped layer's relative error, both [m, n].
+ErrorFn = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def swap_layer(model: nn.Module, name: str, factors: Factors | None, rank: int | None,
+               error: ErrorFn) -> MatrixResult:
     """Replace one ``nn.Linear`` by its rank-``rank`` factorization (or keep it dense for None)."""
     layer = model.get_submodule(name)
     assert isinstance(layer, nn.Linear)
     W = layer.weight.detach()
     m, n = W.shape
-    if rank is None:
-        return MatrixResult(name, (m, n), None, m * n, m * n, 0.0)
+    if rank is None or factors is None:
+        return MatrixResult(name, (m, n), None, m * n, m * n, error(W, W))
     new = LowRankLinear.from_factors(factors.truncate(rank), layer.bias, W.dtype)
-    error = relative_error(W, new.dense_weight(), stats)
+    result = MatrixResult(name, (m, n), rank, m * n, rank * (m + n), error(W, new.dense_weight()))
     replace_module(model, name, new)
-    return MatrixResult(name, (m, n), rank, m * n, rank * (m + n), error)
+    return result
+
+
+def stats_error(stats: LayerStats) -> ErrorFn:
+    """`relative_error` against fixed statistics."""
+    return lambda W, W_hat: relative_error(W, W_hat, stats)
 
 
 def build_report(dec: Decomposition, ratio: float, results: list[MatrixResult], params_before: int,
-                 model: nn.Module) -> CompressionReport:
+                 model: nn.Module, error_kind: str | None = None) -> CompressionReport:
     has_data = any(s.gram is not None for s in dec.stats.values())
+    kind = error_kind or ("activation" if has_data else "weight")
     return CompressionReport(dec.config.method, dec.config.model_dump(), ratio, results, params_before,
-                             parameter_count(model), dict(dec.timings),
-                             error_kind="activation" if has_data else "weight")
+                             parameter_count(model), dict(dec.timings), error_kind=kind)
 
 
 def realize(model: nn.Module, dec: Decomposition, ratio: float, progress: bool = True) -> CompressionReport:
@@ -137,20 +153,6 @@ def realize(model: nn.Module, dec: Decomposition, ratio: float, progress: bool =
     ranks = allocate(dec, ratio)
     params_before = parameter_count(model)
     with torch.no_grad():
-        results = [swap_layer(model, name, dec.factors[name], ranks[name], dec.stats[name])
+        results = [swap_layer(model, name, dec.factors[name], ranks[name], stats_error(dec.stats[name]))
                    for name in tqdm(dec.names, desc="replace", disable=not progress, unit="matrix")]
     return build_report(dec, ratio, results, params_before, model)
-
-
-def apply(model: nn.Module, config: CompressConfig, targets: TargetSpec = "all-linear",
-          calib: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True) -> CompressionReport:
-    """Compress ``model`` in place with ``config``; returns the report.
-
-    Example: ``rw.compress.apply(model, rw.compress.SVDLLM(ratio=0.2), targets="all-linear", calib=windows)``.
-    """
-    if config.sequential:
-        from rankwise.compress.sequential import apply_sequential
-
-        return apply_sequential(model, config, targets, calib, batch_size, progress)
-    dec = decompose(model, config, targets, calib, batch_size, progress)
-    return realize(model, dec, config.ratio, progress)

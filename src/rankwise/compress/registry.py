@@ -12,8 +12,8 @@ from rankwise.errors import RankwiseError
 from rankwise.linalg.factors import Factors
 
 if TYPE_CHECKING:
+    from rankwise.calib.stats import LayerStats
     from rankwise.compress.config import CompressConfig
-    from rankwise.compress.stats import LayerStats
 
 #: ``decompose(W [m, n], stats, config) -> Factors`` with all min(m, n) triplets, descending S, and
 #: S² the method's error curve: truncating at r costs Σ_{i>r} S_i² (in the method's own metric).

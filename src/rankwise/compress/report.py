@@ -31,7 +31,9 @@ class CompressionReport:
     model_params_after: int
     timings: dict[str, float] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
-    error_kind: str = "activation"
+    error_kind: str = "activation"  # activation, weight, or output-matching (‖W X − Ŵ X̃‖² / ‖W X‖²)
+    fallbacks: list[str] = field(default_factory=list)  # layers whose correction fell back to whitening
+    cached: list[str] = field(default_factory=list)  # evaluation keys read from the cache, not measured
 
     @property
     def targeted_before(self) -> int:
@@ -76,6 +78,7 @@ class CompressionReport:
             "targeted_params_before": self.targeted_before, "targeted_params_after": self.targeted_after,
             "model_params_before": self.model_params_before, "model_params_after": self.model_params_after,
             "error_kind": self.error_kind, "by_type": self.by_type(), "timings_s": self.timings,
+            "correction_fallbacks": self.fallbacks, "evaluation_from_cache": self.cached,
             "evaluation": self.evaluation, "matrices": [asdict(m) for m in self.matrices],
         }
 
@@ -105,6 +108,12 @@ class CompressionReport:
             b, a = ev.get(f"{kind}_tokens_per_s_before"), ev.get(f"{kind}_tokens_per_s_after")
             if b and a:
                 lines.append(f"{kind + ' tokens/s':<20} {b:>13.1f} -> {a:>13.1f}   ({a / b:.2f}x)")
+        if self.cached:
+            lines.append(f"from the cache (dense model, same data and windows): {', '.join(sorted(self.cached))}")
+        if self.fallbacks:
+            shown = ", ".join(self.fallbacks[:4]) + (" ..." if len(self.fallbacks) > 4 else "")
+            lines.append(f"correction fell back to plain whitening (singular input Gram) for {len(self.fallbacks)} "
+                         f"layers: {shown}")
         if self.timings:
             lines.append("wall time (s)        " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()))
         return "\n".join(lines)

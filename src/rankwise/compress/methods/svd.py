@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from rankwise.calib.stats import LayerStats
 from rankwise.compress.config import SVD, CompressConfig
 from rankwise.compress.registry import Compressor, register
-from rankwise.compress.stats import LayerStats
 from rankwise.linalg.factors import Factors
 from rankwise.linalg.svd import svd
 
