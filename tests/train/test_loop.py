@@ -18,6 +18,7 @@ from rankwise.train import learning_rate
 from rankwise.train import loop as loop_module
 from rankwise.train.loss import causal_lm_loss
 from tests.conftest import tiny_llama
+from tests.train.interrupt import ctrl_c_at_step
 
 TRAIN = torch.randint(0, 128, (12, 16), generator=torch.Generator().manual_seed(0))
 HELD = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(1))
@@ -188,18 +189,9 @@ def test_run_folder_and_loss_goes_down(tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", ["pissa", "lora"])
 def test_resume_reaches_the_same_weights(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run(cfg(method), tmp_path / "full")
-    real_step = loop_module._train_step
-
-    def crash_at_step_5(model, config, train, step, *rest):  # type: ignore[no-untyped-def]
-        if step == 4:
-            raise KeyboardInterrupt
-        return real_step(model, config, train, step, *rest)
-
-    monkeypatch.setattr(loop_module, "_train_step", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_at_step(monkeypatch, 5):
         run(cfg(method), tmp_path / "resumed")
     assert not (tmp_path / "resumed").exists() and (tmp_path / ".resumed.partial" / "checkpoint").is_dir()
-    monkeypatch.setattr(loop_module, "_train_step", real_step)
     with pytest.raises(RankwiseError, match="interrupted run"):
         run(cfg(method), tmp_path / "resumed")
     with pytest.raises(RankwiseError, match=r"changed config \(lr 0.01 -> 0.02\)"):

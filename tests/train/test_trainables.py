@@ -16,6 +16,7 @@ from rankwise.train import LisaConfig, LisaTrainable
 from rankwise.train import loop as loop_module
 from rankwise.train.lisa import block_parameters, sampled_blocks
 from tests.conftest import tiny_llama
+from tests.train.interrupt import ctrl_c_at_step
 
 
 def _counting(n: int, seed: int) -> torch.Tensor:
@@ -62,17 +63,8 @@ def test_full_finetune_resumes_to_the_same_bytes(optimizer: str, tmp_path: Path,
     options = {"rank": 4, "update_gap": 3} if optimizer == "lowrank_adamw" else {}
     config = cfg(optimizer=optimizer, optimizer_options=options)
     run(config, tmp_path / "whole")
-    real_step = loop_module._train_step
-
-    def crash_at_step_5(model, config, train, step, *rest):  # type: ignore[no-untyped-def]
-        if step == 4:
-            raise KeyboardInterrupt
-        return real_step(model, config, train, step, *rest)
-
-    monkeypatch.setattr(loop_module, "_train_step", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_at_step(monkeypatch, 5):
         run(config, tmp_path / "resumed")
-    monkeypatch.setattr(loop_module, "_train_step", real_step)
     with pytest.raises(RankwiseError, match=r"changed config \(optimizer_options.rank 4 -> 2\)" if options else
                        r"changed config \(optimizer 'adamw' -> 'lowrank_adamw'\)"):
         other = {"rank": 2, "update_gap": 3} if options else {}
