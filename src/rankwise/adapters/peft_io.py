@@ -24,6 +24,8 @@ from rankwise.adapters.layer import AdapterLinear
 from rankwise.adapters.lora import LoRA
 from rankwise.errors import RankwiseError
 from rankwise.io.atomic import atomic_folder
+from rankwise.io.loading import read_json_file
+from rankwise.io.tensors import file_entries
 from rankwise.modules import replace_module
 
 PEFT_CONFIG = "adapter_config.json"
@@ -113,7 +115,8 @@ def _pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
 def _read_peft(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not (folder / PEFT_CONFIG).is_file() or not (folder / PEFT_WEIGHTS).is_file():
         raise RankwiseError(f"{folder} is not a PEFT adapter folder (needs {PEFT_CONFIG} and {PEFT_WEIGHTS})")
-    config = json.loads((folder / PEFT_CONFIG).read_text())
+    config = read_json_file(folder / PEFT_CONFIG, "re-export the adapter")
+    file_entries(folder / PEFT_WEIGHTS)  # truncated or corrupt: one line, not a loader traceback
     if config.get("peft_type") != "LORA":
         raise RankwiseError(f"{folder} holds a {config.get('peft_type')} adapter; only LORA is supported")
     if config.get("use_dora") or config.get("fan_in_fan_out"):

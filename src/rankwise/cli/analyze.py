@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rankwise.cli.common import positive_int
+from rankwise.cli.common import positive_int, regex, seq_len
 
 EXAMPLES = """examples:
   rankwise analyze smollm2-135m --out report/
@@ -31,23 +31,28 @@ def register(sub: Any) -> None:
     p = sub.add_parser("analyze", help="spectra, α, effective ranks, deltas and gradients, with an HTML report",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="bundled name (smollm2-135m), HF folder, .gguf file or hub id")
-    p.add_argument("--out", help="report folder to write (index.html, summary.json, matrices.csv, ...)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--against", metavar="BASE", help="base model: also analyse ΔW = W − W_base")
-    p.add_argument("--gradients", action="store_true", help="also analyse gradients of the LM loss on --data")
-    p.add_argument("--data", default="wiki", help="gradient data: wiki, c4, tinystories, code, a .txt/.jsonl file")
+    p.add_argument("--out", help="report folder to write (index.html, summary.json, matrices.csv, ...; "
+                   "default: none, print only)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    p.add_argument("--against", metavar="BASE", help="base model: also analyse ΔW = W − W_base (default: none)")
+    p.add_argument("--gradients", action="store_true",
+                   help="also analyse gradients of the LM loss on --data (default: off)")
+    p.add_argument("--data", default="wiki",
+                   help="gradient data: wiki, c4, tinystories, code, a .txt/.jsonl file (default wiki)")
     p.add_argument("--windows", type=positive_int, default=16, help="token windows for --gradients (default 16)")
-    p.add_argument("--seq-len", type=positive_int, default=256, help="window length for --gradients (default 256)")
-    p.add_argument("--fast", action="store_true", help="randomized top-k singular values instead of all")
+    p.add_argument("--seq-len", type=seq_len, default=256, help="window length for --gradients (default 256)")
+    p.add_argument("--fast", action="store_true", help="randomized top-k singular values instead of all (default: off)")
     p.add_argument("--fast-rank", type=positive_int, default=64, help="k for --fast (default 64)")
-    p.add_argument("--include", metavar="REGEX", help="only tensors whose name matches this regex")
+    p.add_argument("--include", metavar="REGEX", type=regex,
+                   help="only tensors whose name matches this regex (default: all)")
     p.add_argument("--metrics", metavar="A,B", help="comma-separated metrics (default all: norms, stable_rank, "
                    "effective_rank, energy_ranks, alpha, farms_alpha); FARMS is about half the time")
     p.add_argument("--welore-ratio", type=_fraction, default=0.5,
                    help="parameter fraction the WeLore ranks remove in total (default 0.5)")
     p.add_argument("--workers", type=positive_int, help="matrices analysed in parallel (default: torch threads)")
-    p.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="print summary.json to stdout instead of the table (default: table)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: show one)")
     p.set_defaults(func=run)
 
 
@@ -58,6 +63,24 @@ def _config(args: argparse.Namespace) -> Any:
     return AnalyzeConfig(metrics=metrics, include=args.include, fast=args.fast, fast_rank=args.fast_rank,
                          workers=args.workers, welore_ratio=args.welore_ratio, gradients=args.gradients, data=args.data,
                          windows=args.windows, seq_len=args.seq_len)
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """What can fail without reading a weight fails here, before the long work."""
+    from rankwise.io.atomic import check_output_folder
+    from rankwise.io.loading import check_seq_len, model_config
+
+    if args.out:
+        check_output_folder(args.out, args.overwrite)
+    if args.gradients:
+        from rankwise.data.sources import documents
+
+        documents(args.data, "calib")
+    config = model_config(args.model)
+    if args.against is not None:
+        model_config(args.against)
+    if args.gradients:
+        check_seq_len(config, args.seq_len)
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -86,11 +109,9 @@ def print_summary(report: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rankwise.analysis.analyze import analyze
 
-    if args.out:
-        from rankwise.io.atomic import check_output_folder
-
-        check_output_folder(args.out, args.overwrite)  # fail before the long work
-    report = analyze(args.model, _config(args), against=args.against, progress=not args.no_progress)
+    config = _config(args)
+    _check_inputs(args)
+    report = analyze(args.model, config, against=args.against, progress=not args.no_progress)
     if args.json:
         print(report.to_json(), end="")
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -25,6 +26,38 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def seq_len(text: str) -> int:
+    """A window length: at least 2 tokens, since each window's first token predicts nothing."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (a window's first token predicts nothing), got {value}")
+    return value
+
+
+def regex(text: str) -> str:
+    """A pattern that compiles, checked when the arguments are parsed (not minutes later)."""
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"invalid regular expression '{text}': {exc}") from None
+    return text
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C after some outputs were complete: ``kept`` names them, so the message can say so."""
+
+    def __init__(self, kept: list[str]) -> None:
+        super().__init__()
+        self.kept = kept
+
+
+def interrupt_message(exc: KeyboardInterrupt) -> str:
+    kept = getattr(exc, "kept", None)
+    if kept:
+        return f"rankwise: interrupted; kept the complete {', '.join(kept)}; nothing else was written"
+    return "rankwise: interrupted; no output was written"
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rankwise.cli.common import positive_int
+from rankwise.cli.common import Interrupted, positive_int, seq_len
 from rankwise.errors import RankwiseError
 
 EXAMPLES = """examples:
@@ -32,34 +32,48 @@ def register(sub: Any) -> None:
     p.add_argument("--method", default=DEFAULT_METHOD, help=f"svd, asvd, fwsvd or svd_llm (default {DEFAULT_METHOD})")
     p.add_argument("--alloc", default=DEFAULT_ALLOC,
                    help=f"uniform, energy, welore, global or global_relative (default {DEFAULT_ALLOC})")
-    p.add_argument("--targets", default="all-linear", help="all-linear, a comma list of suffixes, or re:REGEX")
+    p.add_argument("--targets", default="all-linear",
+                   help="all-linear, a comma list of suffixes, or re:REGEX (default all-linear)")
     p.add_argument("--calib", default="wiki", help="calibration text source (default wiki, its calib split)")
-    p.add_argument("--calib-windows", type=positive_int, default=64)
-    p.add_argument("--seq-len", type=positive_int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rank-multiple", type=positive_int, default=8)
+    p.add_argument("--calib-windows", type=positive_int, default=64,
+                   help="calibration windows of --seq-len tokens (default 64)")
+    p.add_argument("--seq-len", type=seq_len, default=256,
+                   help="tokens per calibration and evaluation window, at most the model's context (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the choice of calibration windows (default 0)")
+    p.add_argument("--rank-multiple", type=positive_int, default=8,
+                   help="every kept rank is a multiple of this (default 8)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sequential", dest="sequential", action="store_true", default=None,
-                      help="collect statistics block by block on the already compressed model")
-    mode.add_argument("--one-shot", dest="sequential", action="store_false", help="statistics from the dense model")
-    p.add_argument("--eval", default="wiki,c4", help="perplexity sources before/after (comma list; 'none' to skip)")
-    p.add_argument("--eval-tokens", type=positive_int, default=16384)
-    p.add_argument("--no-speed", action="store_true", help="skip prefill/decode throughput")
-    p.add_argument("--dense", action="store_true", help="write an ordinary dense HF folder (factors multiplied out)")
+                      help="collect statistics block by block on the already compressed model "
+                           "(default: the method's own setting)")
+    mode.add_argument("--one-shot", dest="sequential", action="store_false",
+                      help="statistics from the dense model (default: the method's own setting)")
+    p.add_argument("--eval", default="wiki,c4",
+                   help="perplexity sources before/after (comma list; 'none' to skip; default wiki,c4)")
+    p.add_argument("--eval-tokens", type=positive_int, default=16384,
+                   help="tokens scored per --eval source, before and after (default 16384)")
+    p.add_argument("--no-speed", action="store_true", help="skip prefill/decode throughput (default: measure)")
+    p.add_argument("--dense", action="store_true",
+                   help="write an ordinary dense HF folder, factors multiplied out (default: factored)")
     p.add_argument("--out", required=True, help="output folder (several ratios: OUT-20, OUT-40, ...)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output folders (default: refuse)")
     p.set_defaults(func=run)
 
 
 def parse_ratios(text: str) -> list[float]:
-    try:
-        ratios = [float(part) for part in text.split(",") if part.strip()]
+    try:  # every part must be a number: '0.2,,0.4' or '0.2,' is a typo, not two ratios
+        ratios = [float(part) for part in text.split(",")]
     except ValueError:
-        raise RankwiseError(f"--ratio must be numbers in (0, 1) separated by commas, got '{text}'") from None
+        raise RankwiseError(f"--ratio must be numbers in (0, 1) separated by commas, such as 0.2,0.4; "
+                            f"got '{text}'") from None
     bad = [r for r in ratios if not 0.0 < r < 1.0]
-    if not ratios or bad:
-        raise RankwiseError(f"--ratio values must be in (0, 1) (the share of targeted parameters removed), "
-                            f"got '{text}'")
+    if bad:
+        raise RankwiseError(f"--ratio values must be in (0, 1), the share of targeted parameters removed; "
+                            f"got '{text}': pass e.g. 0.2 or 0.2,0.4")
+    names = [round(r * 100) for r in ratios]
+    if len(set(names)) < len(names):
+        raise RankwiseError(f"--ratio repeats a value (folder names use whole percents), got '{text}'; "
+                            "give each ratio once")
     return ratios
 
 
@@ -83,13 +97,13 @@ def measure(model: Any, sources: dict[str, Any], speed: bool) -> dict[str, float
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankwise.compress import CONFIGS, apply, decompose, pipeline_name, realize, save_compressed
+    from rankwise.compress import CONFIGS, decompose, realize, save_compressed
     from rankwise.compress.allocators import get_allocator
     from rankwise.compress.registry import get_compressor
     from rankwise.data.sources import documents
     from rankwise.data.windows import windows
     from rankwise.io.atomic import check_output_folder
-    from rankwise.io.loading import load_model
+    from rankwise.io.loading import check_seq_len, load_model, model_config
 
     # Every cheap check first: nothing long runs and nothing is written on a bad input.
     ratios = parse_ratios(args.ratio)
@@ -106,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     config_class = CONFIGS[args.method]
     extra = {} if args.sequential is None else {"sequential": args.sequential}
     configs = [config_class(ratio=r, alloc=args.alloc, rank_multiple=args.rank_multiple, **extra) for r in ratios]
+    check_seq_len(model_config(args.model), args.seq_len)
 
     model, tok = load_model(args.model)
     calib = windows(args.calib, split="calib", seq_len=args.seq_len, n=args.calib_windows, seed=args.seed,
@@ -115,19 +130,29 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     before = measure(model, eval_windows, not args.no_speed)
     eval_before = time.perf_counter() - t0
-    shared = decompose(model, configs[0], targets, calib) if pipeline_name(configs[0]) == "one_shot" else None
-    for config, folder in zip(configs, folders, strict=True):
-        work = copy.deepcopy(model) if len(configs) > 1 else model
-        if shared is not None:
-            report = realize(work, shared, config.ratio)
-            report.config = config.model_dump()
-        else:
-            report = apply(work, config, targets, calib)
-        t1 = time.perf_counter()
-        after = measure(work, eval_windows, not args.no_speed)
-        report.timings["evaluation"] = eval_before + time.perf_counter() - t1
-        report.evaluation = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}
-        save_compressed(work, tok, folder, report, dense=args.dense, overwrite=args.overwrite)
-        print(report.table())
-        print(f"wrote {folder}\n")
+    shared = None if configs[0].sequential else decompose(model, configs[0], targets, calib)
+    written: list[str] = []
+    try:
+        for config, folder in zip(configs, folders, strict=True):
+            work = copy.deepcopy(model) if len(configs) > 1 else model
+            if shared is not None:
+                report = realize(work, shared, config.ratio)
+                report.config = config.model_dump()
+            else:
+                from rankwise.compress.sequential import apply_sequential
+
+                report = apply_sequential(work, config, targets, calib, 8, True)
+            t1 = time.perf_counter()
+            after = measure(work, eval_windows, not args.no_speed)
+            report.timings["evaluation"] = eval_before + time.perf_counter() - t1
+            report.evaluation = {f"{k}_before": v for k, v in before.items()} | \
+                {f"{k}_after": v for k, v in after.items()}
+            save_compressed(work, tok, folder, report, dense=args.dense, overwrite=args.overwrite)
+            written.append(str(folder))
+            print(report.table())
+            print(f"wrote {folder}\n")
+    except KeyboardInterrupt:
+        if written:  # the folders already complete are whole and valid: keep them, and say so
+            raise Interrupted(written) from None
+        raise
     return 0

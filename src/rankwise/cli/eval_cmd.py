@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rankwise.cli.common import positive_int
+from rankwise.cli.common import positive_int, seq_len
 
 EXAMPLES = """examples:
   rankwise eval smollm2-135m --data wiki --split eval --tokens 16384 --seq-len 256
@@ -17,13 +17,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser("eval", help="perplexity and prefill/decode speed of a model",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="bundled name (smollm2-135m), HF folder, .gguf file or hub id")
-    p.add_argument("--data", default="wiki", help="wiki, c4, tinystories, code, a .txt/.jsonl file or hf:NAME")
-    p.add_argument("--split", default="eval", choices=["calib", "eval", "all"])
+    p.add_argument("--data", default="wiki",
+                   help="wiki, c4, tinystories, code, a .txt/.jsonl file or hf:NAME (default wiki)")
+    p.add_argument("--split", default="eval", choices=["calib", "eval", "all"],
+                   help="which part of --data: eval (held out, the default), calib or all")
     p.add_argument("--tokens", type=positive_int, default=16384, help="tokens to score (default 16384)")
-    p.add_argument("--seq-len", type=positive_int, default=256, help="window length in tokens (default 256)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
-    p.add_argument("--out", help="also write the results as JSON to this file")
+    p.add_argument("--seq-len", type=seq_len, default=256,
+                   help="window length in tokens, at most the model's context (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--no-speed", action="store_true", help="skip the throughput measurement (default: measure)")
+    p.add_argument("--out", help="also write the results as JSON to this file (default: none)")
     p.set_defaults(func=run)
 
 
@@ -45,9 +48,14 @@ def evaluate(model: Any, args: argparse.Namespace, tokenizer: Any) -> dict[str, 
 def run(args: argparse.Namespace) -> int:
     from rankwise.cli.common import write_json
     from rankwise.data.sources import documents
-    from rankwise.io.loading import load_model
+    from rankwise.io.atomic import check_output_file
+    from rankwise.io.loading import check_seq_len, load_model, model_config
 
-    documents(args.data, args.split)  # a bad data source fails before the (slower) model load
+    # Every check that needs no weights first: a bad input fails before the (slower) model load.
+    if args.out:
+        check_output_file(args.out)
+    documents(args.data, args.split)
+    check_seq_len(model_config(args.model), args.seq_len)
     model, tokenizer = load_model(args.model)
     result = evaluate(model, args, tokenizer)
     print(f"perplexity      {result['perplexity']:.3f}  ({args.data} {args.split}, {args.seq_len}-token windows)")

@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     p.add_argument("run", help="a finetune run folder (or a folder written by rw.adapters.save_adapter)")
     p.add_argument("--out", required=True, help="PEFT adapter folder to write")
     p.add_argument("--model", help="base model (default: the run's config.yaml model)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.set_defaults(func=run)
 
 
@@ -29,14 +29,19 @@ def base_model_spec(run_folder: str, model: str | None) -> str:
     """The base model of a run: ``--model`` or the ``model`` in the run's config.yaml."""
     import yaml
 
-    from rankwise.adapters.run_io import read_adapter_meta
+    from rankwise.adapters.run_io import ADAPTER_WEIGHTS, read_adapter_meta
     from rankwise.errors import RankwiseError
+    from rankwise.io.tensors import file_entries
 
     read_adapter_meta(run_folder)  # a clear error if this is not an adapter folder
+    file_entries(Path(run_folder) / ADAPTER_WEIGHTS)  # a truncated file fails now, not after the load
     if model:
         return model
     config = Path(run_folder) / "config.yaml"
-    data = yaml.safe_load(config.read_text()) if config.is_file() else None
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise RankwiseError(f"{config} is not valid YAML; fix it or pass the base model with --model") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), str):
         raise RankwiseError(f"{run_folder} does not name its base model (no config.yaml); pass --model")
     spec: str = data["model"]
@@ -48,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from rankwise.io.atomic import check_output_folder
     from rankwise.io.loading import load_model
 
-    spec = base_model_spec(args.run, args.model)
     check_output_folder(args.out, args.overwrite)
+    spec = base_model_spec(args.run, args.model)
     model, _ = load_model(spec)
     load_adapter(model, args.run)
     export_peft(model, args.out, base_model=spec, overwrite=args.overwrite)

@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("info", help="architecture, parameters and weight-matrix shapes of a model",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="bundled name (smollm2-135m), HF folder, .gguf file or hub id")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ import importlib
 import sys
 
 from rankwise._version import __version__
-from rankwise.cli.common import Parser
+from rankwise.cli.common import Parser, interrupt_message
 from rankwise.errors import RankwiseError
 
 #: Subcommand modules, each with ``register(subparsers)``; a new command is one file plus one entry.
@@ -24,19 +24,22 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         code: int = args.func(args)
         return code
     except RankwiseError as exc:
         print(f"rankwise: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("rankwise: interrupted; no output was written", file=sys.stderr)
+    except OSError as exc:  # the environment, not a bug: a full disk, a file removed mid-run, a permission
+        print(f"rankwise: error: {exc}; check the path, its permissions and the free space", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(interrupt_message(exc), file=sys.stderr)
         return 130
 
 

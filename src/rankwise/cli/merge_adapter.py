@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
     p.add_argument("run", help="a finetune run folder (or a folder written by rw.adapters.save_adapter)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--model", help="base model (default: the run's config.yaml model)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.set_defaults(func=run)
 
 
@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from rankwise.io.loading import load_model
     from rankwise.io.saving import save_model
 
-    spec = base_model_spec(args.run, args.model)
     check_output_folder(args.out, args.overwrite)
+    spec = base_model_spec(args.run, args.model)
     model, tokenizer = load_model(spec)
     merge_and_unwrap(load_adapter(model, args.run))
     save_model(model, tokenizer, args.out, overwrite=args.overwrite, produced_by="rankwise merge-adapter",
