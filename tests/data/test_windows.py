@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rankwise import RankwiseError
-from rankwise.data import documents, windows
+from rankwise.data import documents, token_stream, windows
 
 
 def test_wiki_calib_and_eval_share_no_document() -> None:
@@ -54,3 +54,12 @@ def test_bad_data_requests_fail_clearly() -> None:
         windows("c4", split="eval", seq_len=256, n=10**6)
     with pytest.raises(RankwiseError, match="unknown split"):
         documents("wiki", "test")
+
+
+def test_smollm2_adds_no_bos_so_windows_are_plain_stream_slices() -> None:
+    from rankwise.data.windows import _default_tokenizer, leading_bos
+
+    tok = _default_tokenizer()
+    assert leading_bos(tok) is None
+    wins = windows("wiki", split="eval", seq_len=64, tokens=256, tokenizer=tok)
+    torch.testing.assert_close(wins.reshape(-1), token_stream("wiki", "eval", tok)[:256])

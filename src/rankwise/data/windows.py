@@ -25,6 +25,16 @@ def _default_tokenizer() -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_model_folder(DEFAULT_MODEL))
 
 
+def leading_bos(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The BOS token id when ``tokenizer`` starts every encoded text with it (its own convention,
+    observed rather than read from a flag, which tokenizers spell differently), else None."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return int(bos) if ids and ids[0] == bos else None
+
+
 def token_stream(source: str, split: str, tokenizer: PreTrainedTokenizerBase | None = None) -> torch.Tensor:
     """All documents of the split tokenised and joined by the EOS token: int64 [T]."""
     tok = tokenizer if tokenizer is not None else _default_tokenizer()
@@ -53,6 +63,10 @@ def windows(
     The count is ``n``, or ``tokens // seq_len``, or every full window when neither is given.
     ``seed=None`` takes consecutive windows from the start (evaluation); a seed samples window
     positions without replacement (calibration), the same for the same seed.
+
+    Where the tokenizer adds a BOS token (Gemma, Llama 2/3), every window starts with it followed by
+    seq_len − 1 tokens of text, as evaluation harnesses do: such models are trained never to see text
+    without it. Position 0 is never a prediction target, so the BOS itself is not scored.
     """
     if seq_len <= 0:
         raise RankwiseError(f"seq_len must be a positive number of tokens, got {seq_len}")
@@ -62,15 +76,23 @@ def windows(
         raise RankwiseError(f"tokens={tokens} is less than one window of seq_len={seq_len}")
     if n is not None and n <= 0:
         raise RankwiseError(f"n must be a positive number of windows, got {n}")
-    stream = token_stream(source, split, tokenizer)
-    available = stream.numel() // seq_len
+    tok = tokenizer if tokenizer is not None else _default_tokenizer()
+    bos = leading_bos(tok)
+    if bos is not None and seq_len < 2:
+        raise RankwiseError(f"seq_len must be at least 2 for a tokenizer that starts windows with BOS, got {seq_len}")
+    stream = token_stream(source, split, tok)
+    text_len = seq_len - (bos is not None)
+    available = stream.numel() // text_len
     wanted = available if n is None and tokens is None else (n if n is not None else int(tokens or 0) // seq_len)
     if wanted > available:
         raise RankwiseError(f"'{source}' split '{split}' has {stream.numel()} tokens: only {available} windows "
                             f"of {seq_len}, but {wanted} were asked for; ask for fewer tokens or shorter windows")
-    chunks = stream[: available * seq_len].view(available, seq_len)
+    chunks = stream[: available * text_len].view(available, text_len)
     if seed is None:
-        return chunks[:wanted].clone()
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(available, generator=gen)[:wanted]
-    return chunks[order].clone()
+        picked = chunks[:wanted]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        picked = chunks[torch.randperm(available, generator=gen)[:wanted]]
+    if bos is None:
+        return picked.clone()
+    return torch.cat([torch.full((picked.shape[0], 1), bos, dtype=torch.long), picked], dim=1)
