@@ -65,17 +65,16 @@ class MergeConfig(BaseModel):
     calib_seq_len: int = Field(256, gt=0)
 
 
-def _unsupported_hint(data: dict[str, Any]) -> str:
-    for key in ("slices", "modules"):
-        if key in data:
-            return f"; rankwise merges whole models: replace '{key}' by a 'models' list"
-    return ""
 
 
 def parse_config(data: Any, where: str = "the merge config") -> MergeConfig:
     """Validate a config dict; any problem is one line naming the field."""
     if not isinstance(data, dict):
         raise RankwiseError(f"{where} must be a YAML mapping with merge_method and models")
+    for key in ("slices", "modules"):
+        if key in data:
+            raise RankwiseError(f"{where}: unknown field '{key}'; rankwise merges whole models: replace '{key}' "
+                                "by a 'models' list")
     try:
         return MergeConfig.model_validate(data)
     except ValidationError as exc:
@@ -83,7 +82,7 @@ def parse_config(data: Any, where: str = "the merge config") -> MergeConfig:
         field = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[")))
         field = field or "config"
         if err["type"] == "extra_forbidden":
-            raise RankwiseError(f"{where}: unknown field '{field}'{_unsupported_hint(data)}") from None
+            raise RankwiseError(f"{where}: unknown field '{field}'") from None
         raise RankwiseError(f"{where}: {field}: {err['msg']}") from None
 
 

@@ -98,7 +98,14 @@ class MergeMethod:
         if params:
             raise RankwiseError(f"{self.name}: unknown parameter '{next(iter(params))}'")
         check_inputs(self, base, tensors)
-        return self.fn(base, tensors, models, shared, torch.Generator().manual_seed(seed))
+        shape = (base if base is not None else tensors[0]).shape
+        if any(t.shape != shape for t in tensors):
+            raise RankwiseError(f"{self.name}: the tensors have different shapes {[list(t.shape) for t in tensors]}")
+        # The functions may reuse their inputs' storage; the caller's tensors must stay as they are.
+        own = [t.to(torch.float32, copy=True) for t in tensors]
+        own_base = None if base is None else base.to(torch.float32, copy=True)
+        dtype = (base if base is not None else tensors[0]).dtype
+        return self.fn(own_base, own, models, shared, torch.Generator().manual_seed(seed)).to(dtype)
 
 
 def resolve(p: Param, value: Any, where: str) -> Any:
