@@ -10,7 +10,8 @@ from rankwise.cli.common import Parser, interrupt_message
 from rankwise.errors import RankwiseError
 
 #: Subcommand modules, each with ``register(subparsers)``; a new command is one file plus one entry.
-SUBCOMMANDS = ["info", "eval_cmd", "analyze", "compress", "finetune", "export_peft", "merge_adapter"]
+SUBCOMMANDS = ["info", "eval_cmd", "analyze", "compress", "finetune", "export_peft", "merge_adapter", "merge",
+               "extract_lora"]
 
 
 def build_parser() -> Parser:

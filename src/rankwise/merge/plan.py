@@ -108,7 +108,7 @@ def open_input(spec: str, base: ModelInput | None) -> ModelInput:
     return ModelInput(spec, where)
 
 
-def _check_architecture(ref: ModelInput, other: ModelInput) -> None:
+def check_architecture(ref: ModelInput, other: ModelInput) -> None:
     for key in ARCH_FIELDS:
         a, b = ref.config.get(key), other.config.get(key)
         if a != b:
@@ -116,7 +116,7 @@ def _check_architecture(ref: ModelInput, other: ModelInput) -> None:
                                 "merged models must share one architecture")
 
 
-def _check_tensors(ref: ModelInput, other: ModelInput) -> None:
+def check_tensors(ref: ModelInput, other: ModelInput) -> None:
     ours, theirs = set(ref.names()), set(other.names())
     missing = sorted(ours - theirs, key=natural_key)
     if missing:
@@ -199,8 +199,8 @@ def build_plan(config: MergeConfig) -> MergePlan:
         raise RankwiseError(f"merge method '{method.name}' takes {want} models besides the base, got {len(inputs)}")
     ref = plan.reference
     for other in [i for i in [base, *inputs] if i is not None and i is not ref]:
-        _check_architecture(ref, other)
-        _check_tensors(ref, other)
+        check_architecture(ref, other)
+        check_tensors(ref, other)
     dtype, out_dtype = _dtype(config.dtype, "dtype"), _dtype(config.out_dtype, "out_dtype")
     plan.compute_dtype = dtype
     if config.tokenizer_source not in (None, "base"):
