@@ -89,6 +89,27 @@ def test_merge_unmerge(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_merge_and_unwrap_gives_a_plain_model_with_the_same_outputs(method: str) -> None:
+    model = adapted(method)
+    perturb(model)
+    out = logits(model)
+    rw.adapters.merge_and_unwrap(model)
+    assert not adapter_layers(model) and not rw.adapters.trainable_parameters(model)
+    torch.testing.assert_close(logits(model), out, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa"])
+def test_plain_adapter_folders_keep_their_format(method: str, tmp_path: Path) -> None:
+    """Folders of the plain s·B·A methods hold exactly what they always held, so older folders still load."""
+    from safetensors.torch import load_file
+
+    model = adapted(method)
+    rw.adapters.save_adapter(model, tmp_path / "a")
+    keys = {k.rsplit(".", 1)[1] for k in load_file(str(tmp_path / "a" / "adapter.safetensors"))}
+    assert keys == ({"lora_A", "lora_B", "init_A", "init_B"} if method == "pissa" else {"lora_A", "lora_B"})
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_peft_export_loads_in_peft_with_equal_logits(method: str, tmp_path: Path) -> None:
     peft = pytest.importorskip("peft")
     model = adapted(method)

@@ -115,7 +115,7 @@ class RankedDelta(Variant):
             dim, old = _RANK_DIM[name], getattr(self, name)
             new = nn.Parameter(change(old.detach(), dim).contiguous())
             setattr(self, name, new)
-            swap_parameter(optimizer, old, new, lambda t, d=dim: change(t, d))  # type: ignore[misc]
+            swap_parameter(optimizer, old, new, functools.partial(_along, change, dim))
             for kind in ("ipt", "unc"):
                 key = f"{kind}_{name}"
                 setattr(self, key, change(getattr(self, key), dim).contiguous())
@@ -138,6 +138,10 @@ class RankedDelta(Variant):
             for kind in ("ipt", "unc"):
                 key = f"{kind}_{name}"
                 setattr(self, key, torch.cat([getattr(self, key), torch.zeros_like(fresh[name])], dim=dim))
+
+
+def _along(change: Callable[[torch.Tensor, int], torch.Tensor], dim: int, t: torch.Tensor) -> torch.Tensor:
+    return change(t, dim)
 
 
 def _append_zeros(t: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
