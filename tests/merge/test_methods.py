@@ -123,3 +123,52 @@ def test_method_calls_leave_inputs_untouched_and_refuse_bad_parameters() -> None
         rw.merge.get("linear")(None, xs, weight=[0.0, 0.0, 0.0])
     with pytest.raises(RankwiseError, match="parameter 'weight' is required"):
         rw.merge.get("task_arithmetic")(base, xs)
+
+
+def _low_rank(m: int, n: int, r: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randn(m, r, generator=g) @ torch.randn(r, n, generator=g)
+
+
+def test_tsv_on_disjoint_tasks_is_task_arithmetic() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(8, 8, generator=g)
+    d1, d2 = torch.zeros(8, 8), torch.zeros(8, 8)
+    d1[:4, :4], d2[4:, 4:] = _low_rank(4, 4, 2, g), _low_rank(4, 4, 2, g)  # orthogonal row and column spaces
+    got = rw.merge.get("tsv")(base, [base + d1, base + d2])
+    torch.testing.assert_close(got, base + d1 + d2, rtol=0, atol=1e-5)
+
+
+def test_tsv_keeps_each_tasks_top_singular_values_on_decorrelated_bases() -> None:
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(12, 10, generator=g)
+    deltas = [torch.randn(12, 10, generator=g) for _ in range(2)]
+    got = rw.merge.get("tsv")(base, [base + d for d in deltas], weight=[1.0, 0.5])
+    kept = torch.cat([torch.linalg.svdvals(d)[:5] for d in (deltas[0], 0.5 * deltas[1])])
+    torch.testing.assert_close(torch.linalg.svdvals(got - base), kept.sort(descending=True).values, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_iso_c_flattens_the_spectrum_of_the_summed_task_matrix() -> None:
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(9, 9, generator=g)
+    deltas = [torch.randn(9, 9, generator=g) for _ in range(3)]
+    total = sum(deltas, torch.zeros(9, 9)).double()
+    got = rw.merge.get("iso_c")(base, [base + d for d in deltas], **{"lambda": 1.5})
+    # Reference: the polar factor Δ (ΔᵀΔ)^(-1/2) by eigendecomposition, times the mean singular value.
+    evals, evecs = torch.linalg.eigh(total.T @ total)
+    polar = total @ (evecs * evals.rsqrt()) @ evecs.T
+    sigma = float(evals.sqrt().mean())
+    torch.testing.assert_close((got - base).double(), 1.5 * sigma * polar, rtol=0, atol=1e-4)
+    vector = rw.merge.get("iso_c")(torch.zeros(4), [torch.ones(4), 3 * torch.ones(4)])
+    torch.testing.assert_close(vector, 2 * torch.ones(4))  # non-matrices take the mean task vector
+
+
+def test_iso_cts_is_isotropic_and_reduces_to_iso_c_without_task_subspaces() -> None:
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(10, 16, generator=g)
+    xs = [base + torch.randn(10, 16, generator=g) for _ in range(2)]
+    cts = rw.merge.get("iso_cts")(base, xs, common_fraction=0.6)
+    s = torch.linalg.svdvals(cts - base)
+    torch.testing.assert_close(s, torch.full_like(s, float(s.mean())), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rw.merge.get("iso_cts")(base, xs, common_fraction=1.0),
+                               rw.merge.get("iso_c")(base, xs), rtol=0, atol=1e-5)

@@ -1,6 +1,6 @@
 """Merge methods; importing this package registers every one of them."""
 
-from rankwise.merge.methods import dare, linear, slerp, task_arithmetic, ties
+from rankwise.merge.methods import dare, iso, linear, slerp, task_arithmetic, ties, tsv
 from rankwise.merge.methods.base import METHODS, MergeMethod, Param, get
 
-__all__ = ["METHODS", "MergeMethod", "Param", "dare", "get", "linear", "slerp", "task_arithmetic", "ties"]
+__all__ = ["METHODS", "MergeMethod", "Param", "dare", "get", "iso", "linear", "slerp", "task_arithmetic", "ties", "tsv"]
