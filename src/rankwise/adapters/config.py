@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from rankwise.errors import RankwiseError
+from rankwise.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -97,22 +98,6 @@ class AdapterMethod:
     schedule: ScheduleFn | None = None
 
 
-METHODS: dict[str, AdapterMethod] = {}
-
-
-def register(name: str, config: type[AdapterConfig], variant: type[Variant] | None = None,
-             schedule: ScheduleFn | None = None) -> Callable[[InitT], InitT]:
-    """Decorator for a method's init function: ``@register("pissa", PiSSA)``."""
-
-    def wrap(fn: InitT) -> InitT:
-        if name in METHODS:
-            raise ValueError(f"adapter method {name!r} is registered twice")
-        METHODS[name] = AdapterMethod(name, config, fn, variant, schedule)
-        return fn
-
-    return wrap
-
-
 def _load_methods() -> None:
     # Importing the method modules fills METHODS (each registers itself).
     from rankwise.adapters import (  # noqa: F401
@@ -132,16 +117,30 @@ def _load_methods() -> None:
     )
 
 
+#: Every adapter method by name (snake_case, no duplicates; a miss names the closest method).
+METHODS: Registry[AdapterMethod] = Registry("adapter method", loader=_load_methods)
+
+
+def register(name: str, config: type[AdapterConfig], variant: type[Variant] | None = None,
+             schedule: ScheduleFn | None = None) -> Callable[[InitT], InitT]:
+    """Decorator for a method's init function: ``@register("pissa", PiSSA)``."""
+
+    def wrap(fn: InitT) -> InitT:
+        METHODS.add(name, AdapterMethod(name, config, fn, variant, schedule))
+        return fn
+
+    return wrap
+
+
 def method_names() -> list[str]:
-    _load_methods()
-    return sorted(METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str) -> AdapterMethod:
-    _load_methods()
-    if name not in METHODS:
-        raise RankwiseError(f"unknown adapter method '{name}'; available: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    """The registered method ``name``; an unknown name is a one-line error listing the methods."""
+    if name not in METHODS:  # the message `rankwise finetune --method` has always given
+        raise RankwiseError(f"unknown adapter method '{name}'; available: {', '.join(METHODS.names())}")
+    return METHODS.get(name)
 
 
 def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
