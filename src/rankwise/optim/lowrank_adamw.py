@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from rankwise.errors import RankwiseError
 from rankwise.linalg.svd import all_finite
+from rankwise.linalg.threads import parallel_map
 from rankwise.optim.config import LowRankAdamWConfig, NanPolicy
 from rankwise.optim.projectors import PROJECTORS
 from rankwise.optim.projectors.base import Projector, ProjectorConfig, SharedBases, derive_seed
@@ -128,14 +129,14 @@ class LowRankAdamW(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         self.steps += 1
-        for index, group, p in self._indexed():
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RankwiseError("LowRankAdamW does not take sparse gradients; "
-                                    "build the embedding with sparse=False")
-            if group["lowrank"] is not False and p.ndim == 2:
-                self._lowrank_step(p, group, index)
+        # Fit every projector due first (in parallel), then update parameter by parameter.
+        live = [(index, group, p) for index, group, p in self._indexed() if p.grad is not None]
+        fitted = self._fit_projectors(live)
+        for index, group, p in live:
+            if index in fitted:
+                self._refresh(p, group, fitted[index])
+            if _lowrank(group, p):
+                self._lowrank_step(p, group)
             else:
                 self._adamw_step(p, group)
         return loss
@@ -148,6 +149,9 @@ class LowRankAdamW(torch.optim.Optimizer):
         """
         skip = False
         for index, group, p in self._indexed():
+            if p.grad is not None and p.grad.is_sparse:
+                raise RankwiseError("LowRankAdamW does not take sparse gradients; "
+                                    "build the embedding with sparse=False")
             if p.grad is None or all_finite(p.grad):
                 continue
             if group["nan_policy"] == "raise":
@@ -168,7 +172,8 @@ class LowRankAdamW(torch.optim.Optimizer):
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["step"] += 1
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        p.mul_(1 - lr * group["weight_decay"])
+        if group["weight_decay"] != 0:  # as torch skips it
+            p.mul_(1 - lr * group["weight_decay"])
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -187,45 +192,59 @@ class LowRankAdamW(torch.optim.Optimizer):
                           f"{short} for it, which saves no optimizer memory there", stacklevel=4)
         return short
 
-    def _lowrank_step(self, p: torch.Tensor, group: dict[str, Any], index: int) -> None:
-        grad = p.grad
-        assert grad is not None
-        G = grad if grad.dtype == torch.float32 else grad.float()
-        wide = G.shape[0] <= G.shape[1]
-        S = G if wide else G.mT  # [d, k], d ≤ k
+    def _fit_projectors(self, live: list[tuple[int, dict[str, Any], torch.Tensor]]) -> dict[int, dict[str, Any]]:
+        """New projector states of the parameters due for a refresh (their first step, then every
+        ``update_gap`` steps), by parameter index.
+
+        All of a step's fits run together, one matrix per core on single-threaded workers: eigh and SVD
+        of a few hundred rows spend most of their time synchronising threads when the cores are shared,
+        and a fixed thread count keeps the result independent of the machine's load.
+        """
+        jobs = []
+        for index, group, p in live:
+            state = self.state[p]
+            if not _lowrank(group, p) or (state and state["step"] % group["update_gap"] != 0):
+                continue
+            rank = self._rank(group, (p.shape[0], p.shape[1]))
+            seed = derive_seed(group["seed"], index, state.get("refreshes", 0))
+            jobs.append((index, self._projector(group), _short_side(p), rank, seed))
+        fits = parallel_map(lambda job: job[1].fit(job[2], job[3], job[4]), jobs)
+        return {job[0]: fit for job, fit in zip(jobs, fits, strict=True)}
+
+    def _refresh(self, p: torch.Tensor, group: dict[str, Any], new: dict[str, Any]) -> None:
+        """Install a refitted projector; create the moments, or carry them into the new basis."""
+        state = self.state[p]
+        projector = self._projector(group)
+        d, k = min(p.shape), max(p.shape)
+        if "exp_avg" not in state:
+            rank = self._rank(group, (p.shape[0], p.shape[1]))
+            state.update(step=0, refreshes=0)
+            state["exp_avg"] = torch.zeros(rank, k, dtype=torch.float32, device=p.device)
+            state["exp_avg_sq"] = torch.zeros_like(state["exp_avg"])
+        elif group["reproject_state"]:
+            C = change_of_basis(projector.basis(state, d), projector.basis(new, d), projector.orthonormal)
+            state["exp_avg"], state["exp_avg_sq"] = reproject_moments(state["exp_avg"], state["exp_avg_sq"], C)
+        state.update(new)
+        state["refreshes"] += 1
+
+    def _lowrank_step(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         projector = self._projector(group)
         state = self.state[p]
-        if not state:
-            state["step"] = 0
-            state["refreshes"] = 0
-        if state["step"] % group["update_gap"] == 0:
-            self._refresh(state, S, self._rank(group, (G.shape[0], G.shape[1])), projector, group, index)
         state["step"] += 1
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        R = projector.down(state, S)
+        S = _short_side(p)
+        P = projector.basis(state, S.shape[0])
+        R = P.mT @ S
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(R, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(R, R, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** state["step"]
         bias_correction2 = 1 - beta2 ** state["step"]
         N = exp_avg / (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(group["eps"])
-        update = projector.up(state, N, S, R)
-        p.mul_(1 - lr * group["weight_decay"])
-        p.add_((update if wide else update.mT).to(p.dtype), alpha=-lr / bias_correction1 * group["scale"])
-
-    def _refresh(self, state: dict[str, Any], S: torch.Tensor, rank: int, projector: Projector,
-                 group: dict[str, Any], index: int) -> None:
-        """Refit the projector to ``S`` [d, k]; create the moments, or carry them into the new basis."""
-        new = projector.fit(S, rank, derive_seed(group["seed"], index, state["refreshes"]))
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros(rank, S.shape[1], dtype=torch.float32, device=S.device)
-            state["exp_avg_sq"] = torch.zeros_like(state["exp_avg"])
-        elif group["reproject_state"]:
-            d = S.shape[0]
-            C = change_of_basis(projector.basis(state, d), projector.basis(new, d), projector.orthonormal)
-            state["exp_avg"], state["exp_avg_sq"] = reproject_moments(state["exp_avg"], state["exp_avg_sq"], C)
-        state.update(new)
-        state["refreshes"] += 1
+        if group["weight_decay"] != 0:
+            p.mul_(1 - lr * group["weight_decay"])
+        target = p if p.shape[0] <= p.shape[1] else p.mT  # the parameter's short-side view, written in place
+        projector.apply_update(target, P, N, S, R, -lr / bias_correction1 * group["scale"])
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -267,6 +286,17 @@ class LowRankAdamW(torch.optim.Optimizer):
         counters = state_dict.get("counters", {})
         self.steps = int(counters.get("steps", 0))
         self.skipped_steps = int(counters.get("skipped_steps", 0))
+
+
+def _lowrank(group: dict[str, Any], p: torch.Tensor) -> bool:
+    return group["lowrank"] is not False and p.ndim == 2
+
+
+def _short_side(p: torch.Tensor) -> torch.Tensor:
+    """The gradient's short-side view S [d, k] (d ≤ k) in fp32: G when m ≤ n, else Gᵀ (a view, no copy)."""
+    assert p.grad is not None
+    G = p.grad if p.grad.dtype == torch.float32 else p.grad.float()
+    return G if G.shape[0] <= G.shape[1] else G.mT
 
 
 def _projector_spec(projector: str | ProjectorConfig, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:

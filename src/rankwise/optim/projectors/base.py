@@ -2,7 +2,7 @@
 
 The optimizer always hands a projector the *short-side view* S [d, k] (d ≤ k) of a gradient G [m, n]:
 S = G when m ≤ n, else Gᵀ. The projected gradient is R = Pᵀ S [r, k]; Adam runs on R, and the
-projector maps the normalised update N [r, k] back to a full-size direction [d, k].
+projector adds the normalised update N [r, k], mapped back to full size [d, k], to the parameter.
 
 A projector's per-parameter state is a flat dict of tensors and plain ints, stored in the optimizer's
 ``state[p]`` next to the moments, so that it checkpoints like any other optimizer state (safetensors +
@@ -13,6 +13,7 @@ JSON, never pickle). Tensors that many layers share (the DCT basis of one dimens
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, MutableMapping
 from typing import Any, ClassVar
@@ -35,11 +36,13 @@ class SharedBases:
 
     def __init__(self) -> None:
         self.tensors: dict[tuple[str, int], torch.Tensor] = {}
+        self._lock = threading.Lock()  # projectors are fitted on worker threads
 
     def get(self, key: tuple[str, int], build: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if key not in self.tensors:
-            self.tensors[key] = build()
-        return self.tensors[key]
+        with self._lock:
+            if key not in self.tensors:
+                self.tensors[key] = build()
+            return self.tensors[key]
 
 
 def derive_seed(seed: int, index: int, refresh: int) -> int:
@@ -66,16 +69,20 @@ class Projector(ABC):
 
     @abstractmethod
     def fit(self, S: torch.Tensor, rank: int, seed: int) -> dict[str, Any]:
-        """New projector state for the short-side gradient view ``S`` [d, k] (fp32) at rank ``rank``."""
+        """New projector state for the short-side gradient view ``S`` [d, k] (fp32) at rank ``rank``.
+
+        Runs on a single-threaded worker (`rankwise.linalg.threads.parallel_map`), one matrix per core.
+        """
 
     @abstractmethod
     def basis(self, state: ProjectorState, dim: int) -> torch.Tensor:
         """P [dim, r] (fp32) from the stored state."""
 
-    def down(self, state: ProjectorState, S: torch.Tensor) -> torch.Tensor:
-        """R = Pᵀ S [r, k]."""
-        return self.basis(state, S.shape[0]).mT @ S
-
-    def up(self, state: ProjectorState, N: torch.Tensor, S: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        """The full-size update direction [d, k] for the normalised low-rank update ``N`` [r, k]."""
-        return self.basis(state, S.shape[0]) @ N
+    def apply_update(self, target: torch.Tensor, P: torch.Tensor, N: torch.Tensor, S: torch.Tensor,
+                     R: torch.Tensor, alpha: float) -> None:
+        """target += alpha · (P N) in place: ``target`` is the parameter's short-side view [d, k], ``P`` the
+        basis [d, r], ``N`` [r, k] the normalised low-rank update, ``S`` the gradient view, R = Pᵀ S."""
+        if target.dtype == torch.float32:
+            target.addmm_(P, N, alpha=alpha)  # one fused product: no [d, k] temporary
+        else:
+            target.add_((P @ N).to(target.dtype), alpha=alpha)

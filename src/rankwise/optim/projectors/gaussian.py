@@ -38,8 +38,9 @@ class RandomProjector(Projector):
     def basis(self, state: ProjectorState, dim: int) -> torch.Tensor:
         return gaussian_projection(dim, int(state["proj_rank"]), int(state["proj_seed"]))
 
-    def up(self, state: ProjectorState, N: torch.Tensor, S: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    def apply_update(self, target: torch.Tensor, P: torch.Tensor, N: torch.Tensor, S: torch.Tensor,
+                     R: torch.Tensor, alpha: float) -> None:
         r_norm = R.norm(dim=0)
         # A column with no gradient gets no update (0/0 would be NaN).
         factor = torch.where(r_norm > 0, N.norm(dim=0) / r_norm.clamp_min(torch.finfo(R.dtype).tiny), 0.0)
-        return S * factor[None, :]
+        target.addcmul_(S, factor[None, :], value=alpha)
