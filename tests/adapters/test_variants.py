@@ -103,6 +103,11 @@ def test_adalora_parameters_and_optimizer_state_fall_to_the_budget(tmp_path: Pat
     fresh = rw.adapters.load_adapter(tiny_llama(), tmp_path / "a")
     assert [layer.rank for layer in adapter_layers(fresh).values()] == ranks
     assert torch.equal(logits(fresh), logits(model))
+    # Adaptive ranks export exactly as PEFT's rank_pattern; rank-0 layers are left out.
+    peft = pytest.importorskip("peft")
+    rw.adapters.export_peft(model, tmp_path / "p")
+    loaded = peft.PeftModel.from_pretrained(tiny_llama(), str(tmp_path / "p"))
+    torch.testing.assert_close(logits(loaded), logits(model), atol=1e-5, rtol=0)
 
 
 def test_increlora_grows_its_parameters_and_optimizer_state() -> None:
