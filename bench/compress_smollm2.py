@@ -6,11 +6,14 @@ on 16,384 tokens of wiki eval and of c4 eval, 256-token windows; the 7 projectio
 Prints, from one run:
   1. the headline table: dense, reference (svd_llm + uniform, one-shot) and rankwise's default at each
      ratio, full protocol, with compressed/dense perplexity ratios and default/reference ratio;
-  2. compression wall time of the default (calibration + decomposition, no evaluation);
-  3. prefill/decode speed of the 40 % model against dense;
-  4. the grid: every method x allocator x ratio (+ sequential vs one-shot) on --grid-tokens of wiki eval.
+  2. compression wall and CPU time of the default (calibration + decomposition + correction, no evaluation);
+  3. prefill/decode speed of the 40 % model against dense (or why none is given on a loaded machine);
+  4. the ablation: which of correction, sequential mode and allocation each gain comes from, one row each
+     (full protocol): one-shot + global (the previous default), sequential + global, correction + uniform,
+     correction + global (the default);
+  5. the grid: every method x allocator x ratio (+ sequential vs one-shot) on --grid-tokens of wiki eval.
 
-Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4] [--grid-tokens 4096] [--no-grid]
+Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4] [--grid-tokens 4096] [--no-grid] [--no-ablation]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import copy
 import dataclasses
 import time
+from typing import Any
 
 import torch
 
@@ -27,6 +31,7 @@ from rankwise.cli.compress import DEFAULT_ALLOC, DEFAULT_METHOD
 from rankwise.compress import CONFIGS, decompose, realize
 
 SEQUENTIAL_DEFAULT = rw.compress.SVDLLM.model_fields["sequential"].default
+CORRECT_DEFAULT = rw.compress.SVDLLM.model_fields["correct"].default
 
 
 def ppl(model: torch.nn.Module, wins: torch.Tensor) -> float:
@@ -39,6 +44,7 @@ def main() -> None:
     parser.add_argument("--grid-tokens", type=int, default=4096)
     parser.add_argument("--no-grid", action="store_true")
     parser.add_argument("--no-headline", action="store_true")
+    parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--sequential-methods", default="svd_llm",
                         help="methods also run sequentially in the grid (each sequential cell recalibrates)")
     parser.add_argument("--sequential-allocs", default="uniform,global")
@@ -52,6 +58,8 @@ def main() -> None:
 
     if not args.no_headline:
         headline(model, calib, evals, dense, ratios)
+    if not args.no_ablation:
+        ablation(model, calib, evals, dense, ratios)
     if not args.no_grid:
         grid(model, calib, evals, ratios, args)
 
@@ -79,7 +87,8 @@ def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
         rows.append((ratio, ref, ours, report, wall, cpu, speed))
         del default_model
 
-    print(f"\nrankwise default: method={DEFAULT_METHOD} alloc={DEFAULT_ALLOC} sequential={SEQUENTIAL_DEFAULT}; "
+    print(f"\nrankwise default: method={DEFAULT_METHOD} alloc={DEFAULT_ALLOC} sequential={SEQUENTIAL_DEFAULT} "
+          f"correct={CORRECT_DEFAULT}; "
           "reference: svd_llm + uniform ranks, one-shot")
     print(f"{'ratio':>5} {'data':>5} {'dense':>8} {'reference':>10} {'ref/dense':>10} {'rankwise':>10} "
           f"{'rw/dense':>9} {'rw-ratio / ref-ratio':>21}")
@@ -91,14 +100,39 @@ def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
     print()
     for ratio, _, _, report, wall, cpu, speed in rows:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
-        print(f"compression at {ratio:.2f} (calibration + decomposition, no evaluation): {wall:.1f} s wall, "
-              f"{cpu:.1f} s CPU  [{stages}]; achieved ratio {report.ratio_achieved:.3f}")
+        print(f"compression at {ratio:.2f} (calibration + decomposition + correction, no evaluation): "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU  [{stages}]; achieved ratio {report.ratio_achieved:.3f}")
         if speed:
             d, c = speed
-            print(f"  speed at {ratio:.2f}: prefill {d.prefill_tokens_per_s:.1f} -> {c.prefill_tokens_per_s:.1f} "
-                  f"tokens/s ({c.prefill_tokens_per_s / d.prefill_tokens_per_s:.2f}x), decode "
-                  f"{d.decode_tokens_per_s:.1f} -> {c.decode_tokens_per_s:.1f} tokens/s "
-                  f"({c.decode_tokens_per_s / d.decode_tokens_per_s:.2f}x)")
+            share = min(d.cpu_share, c.cpu_share)
+            print(f"  speed at {ratio:.2f}:")
+            print("    " + rw.eval.speedup_line("prefill", d.prefill_tokens_per_s, c.prefill_tokens_per_s, share))
+            print("    " + rw.eval.speedup_line("decode", d.decode_tokens_per_s, c.decode_tokens_per_s, share))
+
+
+# label -> SVDLLM settings; each row changes one thing against the default (last row)
+ABLATION: dict[str, dict[str, Any]] = {
+    "one-shot, global (previous default)": {"correct": False, "sequential": False, "alloc": "global"},
+    "sequential, global": {"correct": False, "sequential": True, "alloc": "global"},
+    "correction, uniform": {"correct": True, "alloc": "uniform"},
+    "correction, global (default)": {"correct": True, "alloc": "global"},
+}
+
+
+def ablation(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], dense: dict[str, float],
+             ratios: list[float]) -> None:
+    print("\nablation (svd_llm; compressed/dense perplexity; compression wall/CPU s without evaluation)")
+    print(f"{'ratio':>5}  {'pipeline, allocation':<38} {'wiki':>8} {'c4':>8} {'wall':>7} {'cpu':>7}")
+    for ratio in ratios:
+        for label, settings in ABLATION.items():
+            work = copy.deepcopy(model)
+            t0, c0 = time.perf_counter(), time.process_time()
+            rw.compress.apply(work, rw.compress.SVDLLM(ratio=ratio, **settings), calib=calib, progress=False)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            r = {s: ppl(work, w) / dense[s] for s, w in evals.items()}
+            print(f"{ratio:>5.2f}  {label:<38} {r['wiki']:>7.2f}x {r['c4']:>7.2f}x {wall:>7.1f} {cpu:>7.1f}",
+                  flush=True)
+            del work
 
 
 def grid(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], ratios: list[float],
@@ -127,7 +161,8 @@ def grid(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Ten
                         cells.append("-")
                         continue
                     work = copy.deepcopy(model)
-                    config = CONFIGS[method](ratio=ratio, alloc=alloc, sequential=sequential)
+                    extra: dict[str, Any] = {"correct": False} if method == "svd_llm" else {}
+                    config = CONFIGS[method](ratio=ratio, alloc=alloc, sequential=sequential, **extra)
                     if dec is not None:
                         realize(work, dataclasses.replace(dec, config=config), ratio, progress=False)
                     else:

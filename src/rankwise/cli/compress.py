@@ -48,6 +48,9 @@ def register(sub: Any) -> None:
                            "(default: the method's own setting)")
     mode.add_argument("--one-shot", dest="sequential", action="store_false",
                       help="statistics from the dense model (default: the method's own setting)")
+    p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=None,
+                   help="svd_llm: output-matching correction, each layer matching the dense model's outputs from "
+                        "the compressed model's inputs, block by block (default: on)")
     p.add_argument("--eval", default="wiki,c4",
                    help="perplexity sources before/after (comma list; 'none' to skip; default wiki,c4)")
     p.add_argument("--eval-tokens", type=positive_int, default=16384,
@@ -83,21 +86,14 @@ def output_folders(out: str, ratios: list[float]) -> list[Path]:
     return [Path(f"{out}-{round(r * 100):d}") for r in ratios]
 
 
-def measure(model: Any, sources: dict[str, Any], speed: bool) -> dict[str, float]:
-    from rankwise.eval.perplexity import perplexity
-    from rankwise.eval.speed import throughput
+def measure(model: Any, sources: dict[str, Any], speed: bool, label: str) -> tuple[dict[str, float], list[str]]:
+    from rankwise.compress.evaluate import measure as measure_model
 
-    out: dict[str, float] = {}
-    for name, wins in sources.items():
-        out[f"ppl_{name}"] = perplexity(model, wins, desc=f"perplexity {name}").perplexity
-    if speed and sources:
-        tp = throughput(model, next(iter(sources.values()))[0])
-        out["prefill_tokens_per_s"], out["decode_tokens_per_s"] = tp.prefill_tokens_per_s, tp.decode_tokens_per_s
-    return out
+    return measure_model(model, sources, speed, label)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankwise.compress import CONFIGS, decompose, realize, save_compressed
+    from rankwise.compress import CONFIGS, apply, decompose, pipeline_name, realize, save_compressed
     from rankwise.compress.allocators import get_allocator
     from rankwise.compress.registry import get_compressor
     from rankwise.data.sources import documents
@@ -118,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
     targets: Any = args.targets if args.targets == "all-linear" or args.targets.startswith("re:") \
         else args.targets.split(",")
     config_class = CONFIGS[args.method]
-    extra = {} if args.sequential is None else {"sequential": args.sequential}
+    extra: dict[str, Any] = {} if args.sequential is None else {"sequential": args.sequential}
+    if args.correct is not None:
+        if args.method != "svd_llm":
+            raise RankwiseError(f"--correct/--no-correct applies to --method svd_llm only, not '{args.method}'; "
+                                "drop the option or use svd_llm")
+        extra["correct"] = args.correct
     configs = [config_class(ratio=r, alloc=args.alloc, rank_multiple=args.rank_multiple, **extra) for r in ratios]
     check_seq_len(model_config(args.model), args.seq_len)
 
@@ -128,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
     eval_windows = {s: windows(s, split="eval", seq_len=args.seq_len, tokens=args.eval_tokens, tokenizer=tok)
                     for s in eval_sources}
     t0 = time.perf_counter()
-    before = measure(model, eval_windows, not args.no_speed)
+    before, cached_before = measure(model, eval_windows, not args.no_speed, "dense")
     eval_before = time.perf_counter() - t0
-    shared = None if configs[0].sequential else decompose(model, configs[0], targets, calib)
+    shared = decompose(model, configs[0], targets, calib) if pipeline_name(configs[0]) == "one_shot" else None
     written: list[str] = []
     try:
         for config, folder in zip(configs, folders, strict=True):
@@ -139,14 +140,13 @@ def run(args: argparse.Namespace) -> int:
                 report = realize(work, shared, config.ratio)
                 report.config = config.model_dump()
             else:
-                from rankwise.compress.sequential import apply_sequential
-
-                report = apply_sequential(work, config, targets, calib, 8, True)
+                report = apply(work, config, targets, calib)
             t1 = time.perf_counter()
-            after = measure(work, eval_windows, not args.no_speed)
+            after, cached_after = measure(work, eval_windows, not args.no_speed, "compressed")
             report.timings["evaluation"] = eval_before + time.perf_counter() - t1
             report.evaluation = {f"{k}_before": v for k, v in before.items()} | \
                 {f"{k}_after": v for k, v in after.items()}
+            report.cached = [f"{k}_before" for k in cached_before] + [f"{k}_after" for k in cached_after]
             save_compressed(work, tok, folder, report, dense=args.dense, overwrite=args.overwrite)
             written.append(str(folder))
             print(report.table())

@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rankwise.eval.speed import speedup_line
+
 RATIO_SEMANTICS = ("ratio = fraction of the targeted matrices' parameters removed; a rank-r factorization of an "
                    "m x n matrix stores r(m+n) numbers and stays dense when r >= mn/(m+n)")
 
@@ -104,10 +106,11 @@ class CompressionReport:
             before, after = ev[key], ev.get(f"ppl_{data}_after")
             if after is not None:
                 lines.append(f"perplexity {data:<9} {before:>13.2f} -> {after:>13.2f}   ({after / before:.2f}x)")
+        share = min(ev.get("speed_cpu_share_before", 1.0), ev.get("speed_cpu_share_after", 1.0))
         for kind in ("prefill", "decode"):
             b, a = ev.get(f"{kind}_tokens_per_s_before"), ev.get(f"{kind}_tokens_per_s_after")
             if b and a:
-                lines.append(f"{kind + ' tokens/s':<20} {b:>13.1f} -> {a:>13.1f}   ({a / b:.2f}x)")
+                lines.append(speedup_line(kind, b, a, share))
         if self.cached:
             lines.append(f"from the cache (dense model, same data and windows): {', '.join(sorted(self.cached))}")
         if self.fallbacks:
