@@ -41,7 +41,7 @@ def fine_tune(out: Path, steps: int, lr: float, seed: int = 0) -> Path:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 10 == 0 or step == steps - 1:
-            print(f"fine-tune step {step + 1}/{steps}: loss {float(loss):.4f}", flush=True)
+            print(f"fine-tune step {step + 1}/{steps}: loss {float(loss.detach()):.4f}", flush=True)
     model.eval()
     rw.save_model(model, tok, out, produced_by="bench/extract_lora.py fine-tune")
     return out

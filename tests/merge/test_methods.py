@@ -172,3 +172,18 @@ def test_iso_cts_is_isotropic_and_reduces_to_iso_c_without_task_subspaces() -> N
     torch.testing.assert_close(s, torch.full_like(s, float(s.mean())), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(rw.merge.get("iso_cts")(base, xs, common_fraction=1.0),
                                rw.merge.get("iso_c")(base, xs), rtol=0, atol=1e-5)
+
+
+def test_regmean_is_the_least_squares_merge_of_layer_outputs() -> None:
+    g = torch.Generator().manual_seed(4)
+    Xs = [torch.randn(50, 6, generator=g) * torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0, 1.0]) for _ in range(2)]
+    Ws = [torch.randn(4, 6, generator=g) for _ in range(2)]
+    grams = [(X.T @ X).float() for X in Xs]
+    got = rw.merge.get("regmean")(None, Ws, gram=grams, alpha=1.0)
+    # Reference: one least-squares problem over both models' stacked inputs and outputs.
+    X = torch.cat(Xs).double()
+    Y = torch.cat([Xi.double() @ Wi.double().T for Xi, Wi in zip(Xs, Ws, strict=True)])
+    want = torch.linalg.lstsq(X, Y).solution.T
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-4)
+    # Without Grams (embeddings, norms): the weighted mean.
+    torch.testing.assert_close(rw.merge.get("regmean")(None, Ws, weight=[1.0, 3.0]), (Ws[0] + 3 * Ws[1]) / 4)

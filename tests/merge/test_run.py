@@ -153,3 +153,37 @@ def test_models_of_other_sizes_work_with_their_own_base(tmp_path: Path) -> None:
     plan = rw.merge.plan(cfg)
     weights = {t.name: t.models[0]["weight"] for t in plan.tasks}
     assert weights["model.layers.1.mlp.up_proj.weight"] == 0.5  # halfway along the gradient
+
+
+def test_regmean_run_uses_each_models_own_input_grams(folders: dict[str, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    import rankwise.data
+    import rankwise.io.loading
+
+    tokens = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(rankwise.data, "windows", lambda *a, **k: tokens)
+    monkeypatch.setattr(rankwise.io.loading, "load_model",
+                        lambda folder: (AutoModelForCausalLM.from_pretrained(folder).eval(), None))
+    cfg = {"merge_method": "regmean", "parameters": {"alpha": 1.0},
+           "models": [{"model": str(folders["a"])}, {"model": str(folders["b"])}]}
+    merged = _read(rw.merge.run(cfg, tmp_path / "out", progress=False).folder)
+    layer = "model.layers.1.mlp.down_proj"
+    inputs, weights = [], []
+    for key in ("a", "b"):  # the layer's inputs captured by a plain forward hook
+        model = AutoModelForCausalLM.from_pretrained(folders[key]).eval()
+        seen: list[torch.Tensor] = []
+        hook = lambda m, x, y, seen=seen: seen.append(x[0].reshape(-1, 64))  # noqa: E731
+        handle = model.get_submodule(layer).register_forward_hook(hook)
+        with torch.no_grad():
+            model(tokens)
+        handle.remove()
+        inputs.append(torch.cat(seen).double())
+        weights.append(model.get_submodule(layer).weight.detach().double())
+    X = torch.cat(inputs)
+    Y = torch.cat([Xi @ Wi.T for Xi, Wi in zip(inputs, weights, strict=True)])
+    want = torch.linalg.lstsq(X, Y).solution.T
+    torch.testing.assert_close(merged[f"{layer}.weight"].double(), want, rtol=0, atol=1e-4)
+    a, b = _read(folders["a"]), _read(folders["b"])
+    torch.testing.assert_close(merged["model.norm.weight"], (a["model.norm.weight"] + b["model.norm.weight"]) / 2)

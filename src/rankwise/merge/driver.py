@@ -125,7 +125,7 @@ def run(config: MergeConfig | dict[str, Any] | str | os.PathLike[str], out: str 
         return MergeResult(merge_adapters(cfg, out, overwrite=overwrite), build_plan(cfg))
     the_plan = build_plan(cfg)
     if the_plan.method.name == "regmean":
-        from rankwise.merge.methods.regmean import prepare_regmean
+        from rankwise.merge.methods.regmean import prepare_regmean  # calibration: loads each model once
 
         prepare_regmean(the_plan, progress=progress)
     return MergeResult(write_model(the_plan, out, overwrite=overwrite, progress=progress), the_plan)

@@ -81,7 +81,8 @@ class MergePlan:
 
 
 def _short(t: TensorTask) -> str:
-    per = {k: [m[k] for m in t.models] for k in (t.models[0] if t.models else {})}
+    per = {k: [m[k] for m in t.models] for k, v in (t.models[0] if t.models else {}).items()
+           if not isinstance(v, torch.Tensor)}
     return " ".join(f"{k}={v}" for k, v in {**t.shared, **per}.items())
 
 
@@ -140,7 +141,7 @@ def _dtype(name: str | None, what: str) -> torch.dtype | None:
 
 
 def _check_param_names(config: MergeConfig, method: MergeMethod) -> None:
-    known = [p.name for p in method.params]
+    known = [p.name for p in method.params if p.in_config]
     scopes: list[tuple[str, dict[str, Any] | None]] = [("parameters", config.parameters)]
     scopes += [(f"parameters of model '{m.model}'", m.parameters) for m in config.models]
     for where, params in scopes:
@@ -165,7 +166,7 @@ def _resolve_task(config: MergeConfig, method: MergeMethod, name: str, t: float,
     top = config.parameters or {}
     shared: dict[str, Any] = {}
     models: list[dict[str, Any]] = [{} for _ in model_settings]
-    for p in method.params:
+    for p in [p for p in method.params if p.in_config]:
         if p.scope == "shared":
             value = evaluate(top[p.name], name, t) if p.name in top else None
             shared[p.name] = resolve(p, value, f"tensor {name}")

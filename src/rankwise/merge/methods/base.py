@@ -28,6 +28,7 @@ class Param:
     """One parameter: ``scope`` "model" (one value per input model) or "shared" (one for the method).
 
     ``default`` None with ``required`` means the config must give it. ``check`` names the allowed range.
+    ``in_config`` False marks a value the driver computes (a tensor, such as RegMean's Grams), never YAML.
     """
 
     name: str
@@ -36,8 +37,11 @@ class Param:
     default: Any = None
     required: bool = False
     check: Literal["any", "finite", "nonneg", "density", "unit"] = "finite"
+    in_config: bool = True
 
     def validate(self, value: Any, where: str) -> Any:
+        if not self.in_config:
+            return value
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise RankwiseError(f"{where}: parameter '{self.name}' must be true or false, got {value!r}")
