@@ -26,7 +26,6 @@ from rankwise.io.saving import manifest_json
 from rankwise.io.shards import ShardedWriter, TensorSpec
 from rankwise.merge.config import MergeConfig, load_config
 from rankwise.merge.inputs import ModelInput
-from rankwise.merge.methods.base import get
 from rankwise.merge.plan import MergePlan, TensorTask, build_plan
 
 #: Files copied from the tokenizer source (those that exist).
@@ -118,11 +117,11 @@ def run(config: MergeConfig | dict[str, Any] | str | os.PathLike[str], out: str 
     """Merge as ``config`` says (a `MergeConfig`, a dict, or a mergekit-style YAML file) into folder ``out``."""
     cfg = load_config(config)
     check_output_folder(out, overwrite)
-    get(cfg.merge_method)
     if cfg.output == "adapter":
         from rankwise.merge.adapter_output import merge_adapters
 
-        return MergeResult(merge_adapters(cfg, out, overwrite=overwrite), build_plan(cfg))
+        folder, adapter_plan = merge_adapters(cfg, out, overwrite=overwrite, progress=progress)
+        return MergeResult(folder, adapter_plan)
     the_plan = build_plan(cfg)
     if the_plan.method.name == "regmean":
         from rankwise.merge.methods.regmean import prepare_regmean  # calibration: loads each model once

@@ -161,7 +161,7 @@ def layer_position(name: str, layers: int) -> float:
     return int(match.group(1)) / (layers - 1) if layers > 1 else 1.0
 
 
-def _resolve_task(config: MergeConfig, method: MergeMethod, name: str, t: float, model_settings: list[dict[str, Any]],
+def resolve_task(config: MergeConfig, method: MergeMethod, name: str, t: float, model_settings: list[dict[str, Any]],
                   labels: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     top = config.parameters or {}
     shared: dict[str, Any] = {}
@@ -216,6 +216,6 @@ def build_plan(config: MergeConfig) -> MergePlan:
         if not entry.is_float:
             plan.tasks.append(TensorTask(name, entry.shape, entry.dtype, "copy", {}, []))
             continue
-        shared, models = _resolve_task(config, method, name, layer_position(name, layers), settings, labels)
+        shared, models = resolve_task(config, method, name, layer_position(name, layers), settings, labels)
         plan.tasks.append(TensorTask(name, entry.shape, out_dtype or dtype or entry.dtype, method.name, shared, models))
     return plan
