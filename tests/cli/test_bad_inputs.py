@@ -209,7 +209,6 @@ ELSEWHERE = {
        for kind in ("missing", "empty")},
     "compress-calib-empty": "data/sources.py: an empty data file's message gives no fix",
     "compress-targets-bad-regex": "modules/targets.py: an invalid target regex's message gives no fix",
-    "compress-targets-nothing": "modules/targets.py: 'match no linear layer' gives no fix",
     "eval-data-binary": "data/sources.py: a non-UTF-8 .txt file raises UnicodeDecodeError",
     "analyze-include-none": "io/tensors.py or analysis: 'holds no 2-D weight matrices matching' gives no fix",
     **{f"{cmd}-{kind}": "adapters/run_io.py: read_adapter_meta/_check_fits messages give no fix or raise YAMLError"

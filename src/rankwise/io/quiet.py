@@ -18,3 +18,7 @@ def quiet_transformers() -> None:
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     for module in (r"transformers(\..*)?$", r"rankwise(\..*)?$"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    # A renamed forward() keyword is reported at the caller of the decorated forward, which is torch's
+    # Module.__call__: only transformers' wording identifies it.
+    warnings.filterwarnings("ignore", message=r"`\w+` is deprecated and will be removed in version",
+                            category=FutureWarning)
