@@ -20,7 +20,7 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["finetune", "smollm2-135m", "--method", "dora"], "unknown adapter method 'dora'; available: corda, eva"),
+        (["finetune", "smollm2-135m", "--method", "dora"], "unknown adapter method 'dora'; available: adalora, corda, eva"),
         (["finetune", "smollm2-135m", "--method", "pissa", "--mode", "kpm"], "invalid pissa config: mode"),
         (["finetune", "smollm2-135m", "--lr", "abc"], "--lr: expected a number, got 'abc'"),
         (["export-peft", "nowhere"], "nowhere is not a rankwise adapter or run folder"),
