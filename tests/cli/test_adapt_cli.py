@@ -20,7 +20,8 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["finetune", "smollm2-135m", "--method", "dora"], "unknown adapter method 'dora'; available: adalora, corda, eva"),
+        (["finetune", "smollm2-135m", "--method", "dora"],
+         "unknown adapter method 'dora'; available: adalora, corda, eva"),
         (["finetune", "smollm2-135m", "--method", "pissa", "--mode", "kpm"], "invalid pissa config: mode"),
         (["finetune", "smollm2-135m", "--lr", "abc"], "--lr: expected a number, got 'abc'"),
         (["export-peft", "nowhere"], "nowhere is not a rankwise adapter or run folder"),
@@ -120,3 +121,17 @@ def test_finetune_export_merge_end_to_end(tmp_path: Path, smollm2: tuple[torch.n
     torch.testing.assert_close(via_peft, ref, atol=1e-4, rtol=0)
     # merged weights round once more in fp32 (W_res + s·B·A); 30 layers deep that is ~1e-5 relative
     torch.testing.assert_close(merged, ref, atol=1e-3, rtol=0)
+
+
+def test_finetune_help_names_every_registered_method_optimizer_and_projector() -> None:
+    from rankwise.adapters.config import method_names
+    from rankwise.cli.main import build_parser
+    from rankwise.optim import PROJECTORS, optimizer_names
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["finetune"]  # type: ignore[union-attr]
+    helps = {a.dest: a.help or "" for a in sub._actions}
+    registries = {"method": method_names(), "optimizer": optimizer_names(), "projector": PROJECTORS.names()}
+    for dest, names in registries.items():
+        for name in names:
+            assert name in helps[dest], (dest, name)
