@@ -161,3 +161,15 @@ def test_dry_run_prints_the_plan(folders: dict[str, Path], tmp_path: Path, capsy
     assert "tensors: 21 (21 merged, 0 copied" in out and "estimated peak tensor memory" in out
     assert not (tmp_path / "out").exists()
     assert json.loads((folders["base"] / "config.json").read_text())["hidden_size"] == 32
+
+
+def test_pickled_adapter_is_refused(folders: dict[str, Path], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    peft = tmp_path / "peft"
+    peft.mkdir()
+    (peft / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 8}))
+    (peft / "adapter_model.bin").write_bytes(b"\x80\x02}q\x00.")
+    cfg = {"merge_method": "task_arithmetic", "base_model": str(folders["base"]),
+           "models": [{"model": str(peft), "parameters": {"weight": 1.0}}]}
+    assert _fails(tmp_path, cfg, capsys) == (f"adapter {peft} holds only pickled weights (adapter_model.bin); "
+                                             "rankwise never unpickles: save it as adapter_model.safetensors")
