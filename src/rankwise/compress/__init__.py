@@ -4,6 +4,7 @@ from rankwise.compress import allocators
 from rankwise.compress.config import ASVD, CONFIGS, FWSVD, SVD, SVDLLM, CompressConfig
 from rankwise.compress.driver import Decomposition, decompose, realize
 from rankwise.compress.export import densified, save_compressed
+from rankwise.compress.heal import HealReport, heal
 from rankwise.compress.pipeline import PIPELINES, apply, pipeline_name
 from rankwise.compress.report import CompressionReport
 
@@ -17,10 +18,12 @@ __all__ = [
            "CompressConfig",
            "CompressionReport",
            "Decomposition",
+           "HealReport",
            "allocators",
            "apply",
            "decompose",
            "densified",
+           "heal",
            "pipeline_name",
            "realize",
            "save_compressed",

@@ -20,7 +20,7 @@ class PerplexityResult:
         return self.perplexity
 
 
-def _hidden_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+def hidden_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """The decoder body and LM head of an HF causal LM, when it exposes both."""
     get_head = getattr(model, "get_output_embeddings", None)
     body = getattr(model, "model", None) or getattr(model, "base_model", None)
@@ -36,7 +36,7 @@ def window_nll(model: nn.Module, batch: torch.Tensor, chunk: int = 1024) -> tupl
     The LM head runs on ``chunk`` positions at a time so full-vocabulary logits for every
     position never exist at once (49k × B × T floats would dominate memory).
     """
-    parts = _hidden_and_head(model)
+    parts = hidden_and_head(model)
     targets = batch[:, 1:].reshape(-1)
     if parts is None:
         logits = model(batch).logits[:, :-1]
@@ -49,6 +49,9 @@ def window_nll(model: nn.Module, batch: torch.Tensor, chunk: int = 1024) -> tupl
         logits = head(hidden[start : start + chunk]).float()
         total += nn.functional.cross_entropy(logits, targets[start : start + chunk], reduction="sum").double()
     return total, targets.numel()
+
+
+_hidden_and_head = hidden_and_head  # the name other packages imported before it was public
 
 
 @torch.no_grad()

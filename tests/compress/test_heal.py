@@ -1,0 +1,79 @@
+"""Healing: the chunked KL against autograd, a short run lowers it, divergence restores the weights."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+import rankwise as rw
+from rankwise.compress.heal import distillation_loss, heal_parameters
+from tests.conftest import tiny_llama
+
+
+def _compressed(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    dense = tiny_llama(seed=seed)
+    with torch.no_grad():  # peaked next-token distributions, as a trained model has, so the KL is not tiny
+        dense.lm_head.weight.mul_(30.0)
+    student = copy.deepcopy(dense)
+    calib = torch.randint(0, 128, (16, 24), generator=torch.Generator().manual_seed(1))
+    rw.compress.apply(student, rw.compress.SVDLLM(ratio=0.5, rank_multiple=2, alloc="uniform"), calib=calib,
+                      batch_size=4, progress=False)
+    return student, dense, calib
+
+
+def test_chunked_kl_and_its_gradient_match_autograd() -> None:
+    student, dense, calib = _compressed()
+    batch = calib[:2]
+    for p in heal_parameters(student, norms=False).values():
+        p.requires_grad_(True)
+    loss, n = distillation_loss(student, dense, batch, chunk=7)
+    loss.backward()
+    got = {name: p.grad.clone() for name, p in heal_parameters(student, False).items()}  # type: ignore[union-attr]
+    student.zero_grad()
+    logits_s = student(batch).logits[:, :-1].reshape(n, -1)
+    with torch.no_grad():
+        logits_t = dense(batch).logits[:, :-1].reshape(n, -1)
+    ref = torch.nn.functional.kl_div(logits_s.log_softmax(-1), logits_t.log_softmax(-1), log_target=True,
+                                     reduction="sum")
+    ref.backward()
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-4)
+    for name, p in heal_parameters(student, False).items():
+        scale = float(p.grad.abs().max())  # type: ignore[union-attr]
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-3, atol=1e-3 * scale)
+
+
+def test_healing_lowers_the_kl_and_the_result_still_loads(tmp_path: Path) -> None:
+    student, dense, calib = _compressed()
+    frozen = {n: p.clone() for n, p in student.named_parameters() if n.endswith("embed_tokens.weight")}
+    flags = {n: p.requires_grad for n, p in student.named_parameters()}
+    report = rw.compress.heal(student, dense, calib, steps=30, lr=1e-3, progress=False)
+    assert report.diverged is None and report.steps == 30
+    assert report.losses[-1] < 0.7 * report.losses[0]
+    for n, p in student.named_parameters():
+        assert p.requires_grad == flags[n]  # restored
+        if n in frozen:
+            assert torch.equal(p, frozen[n])  # only the factors train
+    cr = rw.compress.apply(copy.deepcopy(dense), rw.compress.SVDLLM(ratio=0.5, rank_multiple=2, alloc="uniform"),
+                           calib=calib, batch_size=4, progress=False)
+    from rankwise.data.windows import _default_tokenizer
+
+    folder = rw.compress.save_compressed(student, _default_tokenizer(), tmp_path / "healed", cr)
+    loaded, _ = rw.load_model(str(folder))
+    with torch.no_grad():
+        assert torch.equal(student(calib[:2]).logits, loaded(calib[:2]).logits)
+
+
+def test_divergence_keeps_the_unhealed_model_and_says_so() -> None:
+    student, dense, calib = _compressed()
+    before = {n: p.clone() for n, p in student.named_parameters()}
+    report = rw.compress.heal(student, dense, calib, steps=40, lr=5.0, patience=3, progress=False)
+    assert report.diverged is not None and "unhealed model is kept" in report.line()
+    for n, p in student.named_parameters():
+        assert torch.equal(p, before[n])
+
+
+def test_healing_an_uncompressed_model_fails_clearly() -> None:
+    model = tiny_llama()
+    with pytest.raises(rw.RankwiseError, match="no low-rank layers to heal; compress it first"):
+        rw.compress.heal(model, tiny_llama(), torch.randint(0, 128, (2, 8)), steps=2, progress=False)
