@@ -373,3 +373,19 @@ def test_merge_adapter_and_info_are_quiet_on_success(inputs: dict[str, Path], tm
     os.umask(umask)
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in out.iterdir()} == \
         {f.name: oct(0o666 & ~umask) for f in out.iterdir()}
+
+
+def test_an_environment_error_mid_run_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk or a file removed under us is not a bug: one line and exit 2, not a traceback."""
+    import errno
+
+    from rankwise.io import loading
+
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/x/model.safetensors")
+
+    monkeypatch.setattr(loading, "load_model", full_disk)
+    assert main(["info", SMOL]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "No space left on device" in line and "check the path, its permissions and the free space" in line
