@@ -82,13 +82,13 @@ def write_config(method: str, paths: dict[str, Path], where: Path) -> Path:
     return path
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one command in a fresh process."""
-    proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], capture_output=True, text=True)
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds user + system) of one command in a fresh process."""
+    proc = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", *cmd], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed:\n{proc.stderr[-3000:]}")
-    wall, kib = proc.stderr.strip().splitlines()[-1].split()
-    return float(wall), int(kib) / 1024
+    wall, kib, user, system = proc.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(kib) / 1024, float(user) + float(system)
 
 
 def max_difference(ours: Path, theirs: Path) -> tuple[float, int, list[str]]:
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "rankwise-merge-bench"))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--rounds", type=int, default=3, help="runs per tool, taking turns; best wall time, "
-                        "largest RSS reported")
+                        "largest RSS reported (CPU: best)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -131,20 +131,23 @@ def main() -> None:
                              (rw_runs, [rankwise_cli, "merge", str(cfg), "--out", str(out_rw), "--quiet"]))
             for runs, cmd in ((first, second) if i % 2 == 0 else (second, first)):
                 runs.append(timed(cmd))
-        mk_wall, mk_rss = min(w for w, _ in mk_runs), max(r for _, r in mk_runs)
-        rw_wall, rw_rss = min(w for w, _ in rw_runs), max(r for _, r in rw_runs)
+        mk_wall, mk_rss, mk_cpu = min(w for w, _, _ in mk_runs), max(r for _, r, _ in mk_runs), min(
+            c for _, _, c in mk_runs)
+        rw_wall, rw_rss, rw_cpu = min(w for w, _, _ in rw_runs), max(r for _, r, _ in rw_runs), min(
+            c for _, _, c in rw_runs)
         diff, compared, only = max_difference(out_rw, out_mk)
-        rows.append((method, rw_wall, mk_wall, rw_rss, mk_rss, diff, compared, only))
-        print(json.dumps({"method": method, "rankwise_s": rw_wall, "mergekit_s": mk_wall, "rankwise_rss_mib": rw_rss,
+        rows.append((method, rw_wall, mk_wall, rw_cpu, mk_cpu, rw_rss, mk_rss, diff, compared))
+        print(json.dumps({"method": method, "rankwise_s": rw_wall, "mergekit_s": mk_wall, "rankwise_cpu_s": rw_cpu,
+                          "mergekit_cpu_s": mk_cpu, "rankwise_rss_mib": rw_rss,
                           "mergekit_rss_mib": mk_rss, "max_abs_diff": diff, "tensors": compared,
                           "only_one_side": only}), flush=True)
     print()
     print(f"best of {args.rounds} runs per tool (taking turns), each a fresh process; peak RSS from /usr/bin/time")
-    print(f"{'method':<16} {'rankwise s':>10} {'mergekit s':>10} {'ratio':>6} {'rankwise MiB':>12} "
-          f"{'mergekit MiB':>12} {'max |diff|':>10} {'tensors':>7}")
-    for method, rw_wall, mk_wall, rw_rss, mk_rss, diff, compared, _ in rows:
-        print(f"{method:<16} {rw_wall:>10.2f} {mk_wall:>10.2f} {rw_wall / mk_wall:>5.2f}x {rw_rss:>12.0f} "
-              f"{mk_rss:>12.0f} {diff:>10.2e} {compared:>7}")
+    print(f"{'method':<16} {'wall s rankwise':>15} {'mergekit':>9} {'ratio':>6}  {'CPU s rankwise':>14} "
+          f"{'mergekit':>9} {'ratio':>6}  {'RSS MiB rankwise':>16} {'mergekit':>9}  {'max |diff|':>10} {'tensors':>7}")
+    for method, rw_wall, mk_wall, rw_cpu, mk_cpu, rw_rss, mk_rss, diff, compared in rows:
+        print(f"{method:<16} {rw_wall:>15.2f} {mk_wall:>9.2f} {rw_wall / mk_wall:>5.2f}x  {rw_cpu:>14.2f} "
+              f"{mk_cpu:>9.2f} {rw_cpu / mk_cpu:>5.2f}x  {rw_rss:>16.0f} {mk_rss:>9.0f}  {diff:>10.2e} {compared:>7}")
 
 
 if __name__ == "__main__":

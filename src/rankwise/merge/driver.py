@@ -91,6 +91,17 @@ def write_model(plan: MergePlan, out: str | os.PathLike[str], *, overwrite: bool
                 progress: bool = True) -> Path:
     """Stream every tensor of ``plan`` into a new model folder ``out`` (atomic)."""
     specs = [TensorSpec(t.name, t.shape, t.dtype) for t in plan.tasks]
+    threads = torch.get_num_threads()
+    if plan.method.elementwise:
+        torch.set_num_threads(1)
+    try:
+        return _write_model(plan, specs, out, overwrite, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_model(plan: MergePlan, specs: list[TensorSpec], out: str | os.PathLike[str], overwrite: bool,
+                 progress: bool) -> Path:
     with atomic_folder(out, overwrite) as tmp:
         writer = ShardedWriter(tmp, specs, plan.config.out_shard_size)
         try:

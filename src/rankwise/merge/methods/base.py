@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -69,8 +69,9 @@ class MergeMethod:
     """A registered merge method.
 
     ``base``: "required" (deltas from the base model), "none" (the inputs are combined as they are).
-    ``inputs``: allowed number of non-base inputs. ``matrix_only``: the method treats 2-D tensors
-    specially (SVD-based); other tensors go through ``fallback``.
+    ``inputs``: allowed number of non-base inputs. ``elementwise``: the maths is a few passes over
+    memory (no matrix products), which one thread runs as fast as several; the driver then uses one
+    thread, since idle worker threads spin and burn CPU that a busy machine's other processes need.
     """
 
     name: str
@@ -79,7 +80,7 @@ class MergeMethod:
     base: Literal["required", "none"] = "required"
     inputs: tuple[int, int | None] = (1, None)
     summary: str = ""
-    adapter_fn: Any = field(default=None, compare=False)
+    elementwise: bool = True
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

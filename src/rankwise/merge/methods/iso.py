@@ -63,11 +63,11 @@ def iso_cts(base: torch.Tensor | None, tensors: list[torch.Tensor], models: list
 
 register(MergeMethod(
     "iso_c", iso_c, (Param("weight", "model", float, 1.0), Param("lambda", "shared", float, 1.0)),
-    summary="isotropic spectrum of the summed task matrix (Iso-C)",
+    elementwise=False, summary="isotropic spectrum of the summed task matrix (Iso-C)",
 ))
 register(MergeMethod(
     "iso_cts", iso_cts,
     (Param("weight", "model", float, 1.0), Param("lambda", "shared", float, 1.0),
      Param("common_fraction", "shared", float, 0.8, check="density")),
-    summary="isotropic merge of a common and task-specific subspaces (Iso-CTS)",
+    elementwise=False, summary="isotropic merge of a common and task-specific subspaces (Iso-CTS)",
 ))

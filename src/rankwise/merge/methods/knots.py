@@ -61,5 +61,5 @@ def knots(base: torch.Tensor | None, tensors: list[torch.Tensor], models: list[d
 register(MergeMethod(
     "knots", knots,
     delta_params(True, Param("density", "model", float, 1.0, check="density"), weight_check="nonneg"),
-    summary="TIES in the shared SVD basis of the task updates (KnOTS); suited to LoRA adapters",
+    elementwise=False, summary="TIES in the shared SVD basis of the task updates (KnOTS); suited to LoRA adapters",
 ))

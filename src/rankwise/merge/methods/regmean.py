@@ -56,7 +56,8 @@ register(MergeMethod(
     "regmean", regmean,
     (Param("weight", "model", float, 1.0, check="nonneg"), Param("alpha", "shared", float, 0.9, check="unit"),
      Param("gram", "model", object, None, in_config=False)),
-    base="none", summary="least-squares match of every model's layer outputs (needs calibration data)",
+    base="none", elementwise=False,
+    summary="least-squares match of every model's layer outputs (needs calibration data)",
 ))
 
 

@@ -43,5 +43,5 @@ register(MergeMethod(
     "tsv", tsv,
     (Param("weight", "model", float, 1.0), Param("lambda", "shared", float, 1.0),
      Param("rank_fraction", "shared", float, None, check="density")),
-    summary="task singular vectors: truncate, decorrelate, reassemble (TSV-M)",
+    elementwise=False, summary="task singular vectors: truncate, decorrelate, reassemble (TSV-M)",
 ))
