@@ -77,3 +77,28 @@ def test_healing_an_uncompressed_model_fails_clearly() -> None:
     model = tiny_llama()
     with pytest.raises(rw.RankwiseError, match="no low-rank layers to heal; compress it first"):
         rw.compress.heal(model, tiny_llama(), torch.randint(0, 128, (2, 8)), steps=2, progress=False)
+
+
+def test_cli_heal_and_cache_say_what_they_did(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from rankwise.cli.main import main
+    from rankwise.data.windows import _default_tokenizer
+    from rankwise.io import save_model
+
+    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "tiny"
+    save_model(tiny_llama(seed=0, vocab=49152), _default_tokenizer(), folder)
+    args = ["compress", str(folder), "--calib", "tinystories", "--calib-windows", "8", "--seq-len", "32", "--eval",
+            "wiki", "--eval-tokens", "64", "--no-speed", "--rank-multiple", "2", "--ratio", "0.3", "--heal-steps", "3"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = capsys.readouterr().out
+    assert "healing: 3 steps" in first and "from the cache" not in first
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["healing"]["steps"] == 3 and report["evaluation_from_cache"] == []
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # same inputs: same bytes, figures from the cache
+    second = capsys.readouterr().out
+    assert "from the cache (same weights and windows as an earlier run): ppl_wiki_after, ppl_wiki_before" in second
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

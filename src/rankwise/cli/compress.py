@@ -51,6 +51,11 @@ def register(sub: Any) -> None:
     p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=None,
                    help="svd_llm: output-matching correction, each layer matching the dense model's outputs from "
                         "the compressed model's inputs, block by block (default: on)")
+    p.add_argument("--heal-steps", type=int, default=0,
+                   help="after compressing, train the low-rank factors this many steps to match the dense model's "
+                        "next-token distributions (default 0: no healing)")
+    p.add_argument("--heal-data", help="healing text, its calib split (default: --calib)")
+    p.add_argument("--heal-lr", type=float, default=1e-4, help="healing learning rate (default 1e-4)")
     p.add_argument("--eval", default="wiki,c4",
                    help="perplexity sources before/after (comma list; 'none' to skip; default wiki,c4)")
     p.add_argument("--eval-tokens", type=positive_int, default=16384,
@@ -92,6 +97,19 @@ def measure(model: Any, sources: dict[str, Any], speed: bool, label: str) -> tup
     return measure_model(model, sources, speed, label)
 
 
+def heal_step(args: argparse.Namespace, work: Any, teacher: Any, tok: Any) -> dict[str, Any]:
+    from rankwise.compress import heal
+    from rankwise.data.windows import windows
+
+    data = windows(args.heal_data or args.calib, split="calib", seq_len=args.seq_len, n=args.calib_windows,
+                   seed=args.seed, tokenizer=tok)
+    t0 = time.perf_counter()
+    healed = heal(work, teacher, data, steps=args.heal_steps, lr=args.heal_lr, seed=args.seed)
+    return {"steps": healed.steps, "kl_per_step": healed.losses, "diverged": healed.diverged,
+            "lr": args.heal_lr, "data": args.heal_data or args.calib, "seconds": time.perf_counter() - t0,
+            "summary": healed.line()}
+
+
 def run(args: argparse.Namespace) -> int:
     from rankwise.compress import CONFIGS, apply, decompose, pipeline_name, realize, save_compressed
     from rankwise.compress.allocators import get_allocator
@@ -105,11 +123,13 @@ def run(args: argparse.Namespace) -> int:
     ratios = parse_ratios(args.ratio)
     get_compressor(args.method)
     get_allocator(args.alloc)
+    if args.heal_steps < 0 or args.heal_lr <= 0:
+        raise RankwiseError("--heal-steps must be >= 0 and --heal-lr > 0; e.g. --heal-steps 200 --heal-lr 1e-4")
     folders = output_folders(args.out, ratios)
     for folder in folders:
         check_output_folder(folder, args.overwrite)
     eval_sources = [] if args.eval == "none" else [s for s in args.eval.split(",") if s]
-    for source in [args.calib, *eval_sources]:
+    for source in [args.calib, *eval_sources, *([args.heal_data] if args.heal_data else [])]:
         documents(source, "calib")
     targets: Any = args.targets if args.targets == "all-linear" or args.targets.startswith("re:") \
         else args.targets.split(",")
@@ -132,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     before, cached_before = measure(model, eval_windows, not args.no_speed, "dense")
     eval_before = time.perf_counter() - t0
     shared = decompose(model, configs[0], targets, calib) if pipeline_name(configs[0]) == "one_shot" else None
+    teacher = copy.deepcopy(model) if args.heal_steps > 0 and len(configs) == 1 else model
     written: list[str] = []
     try:
         for config, folder in zip(configs, folders, strict=True):
@@ -141,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
                 report.config = config.model_dump()
             else:
                 report = apply(work, config, targets, calib)
+            if args.heal_steps > 0:
+                report.healing = heal_step(args, work, teacher, tok)
             t1 = time.perf_counter()
             after, cached_after = measure(work, eval_windows, not args.no_speed, "compressed")
             report.timings["evaluation"] = eval_before + time.perf_counter() - t1

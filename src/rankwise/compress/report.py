@@ -36,6 +36,7 @@ class CompressionReport:
     error_kind: str = "activation"  # activation, weight, or output-matching (‖W X − Ŵ X̃‖² / ‖W X‖²)
     fallbacks: list[str] = field(default_factory=list)  # layers whose correction fell back to whitening
     cached: list[str] = field(default_factory=list)  # evaluation keys read from the cache, not measured
+    healing: dict[str, Any] = field(default_factory=dict)  # steps, KL per step, divergence (compress.heal)
 
     @property
     def targeted_before(self) -> int:
@@ -80,7 +81,7 @@ class CompressionReport:
             "targeted_params_before": self.targeted_before, "targeted_params_after": self.targeted_after,
             "model_params_before": self.model_params_before, "model_params_after": self.model_params_after,
             "error_kind": self.error_kind, "by_type": self.by_type(), "timings_s": self.timings,
-            "correction_fallbacks": self.fallbacks, "evaluation_from_cache": self.cached,
+            "correction_fallbacks": self.fallbacks, "evaluation_from_cache": self.cached, "healing": self.healing,
             "evaluation": self.evaluation, "matrices": [asdict(m) for m in self.matrices],
         }
 
@@ -111,8 +112,11 @@ class CompressionReport:
             b, a = ev.get(f"{kind}_tokens_per_s_before"), ev.get(f"{kind}_tokens_per_s_after")
             if b and a:
                 lines.append(speedup_line(kind, b, a, share))
+        if self.healing.get("summary"):
+            lines.append(str(self.healing["summary"]))
         if self.cached:
-            lines.append(f"from the cache (dense model, same data and windows): {', '.join(sorted(self.cached))}")
+            keys = ", ".join(sorted(self.cached))
+            lines.append(f"from the cache (same weights and windows as an earlier run): {keys}")
         if self.fallbacks:
             shown = ", ".join(self.fallbacks[:4]) + (" ..." if len(self.fallbacks) > 4 else "")
             lines.append(f"correction fell back to plain whitening (singular input Gram) for {len(self.fallbacks)} "
