@@ -187,3 +187,18 @@ def test_regmean_is_the_least_squares_merge_of_layer_outputs() -> None:
     torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-4)
     # Without Grams (embeddings, norms): the weighted mean.
     torch.testing.assert_close(rw.merge.get("regmean")(None, Ws, weight=[1.0, 3.0]), (Ws[0] + 3 * Ws[1]) / 4)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_keeps_identical_models_and_is_deterministic(name: str) -> None:
+    method = rw.merge.get(name)
+    base, (x, y) = _tensors(n=2, shape=(6, 5), seed=9)
+    params: dict[str, object] = {"t": 0.4} if name == "slerp" else {}
+    if method.param("weight") is not None and method.param("weight").required:  # type: ignore[union-attr]
+        params["weight"] = [0.6, 0.4] if method.inputs[1] != 1 else [1.0]
+    inputs = [x, y] if method.inputs[1] != 1 else [x]
+    b = None if method.base == "none" else base
+    same = method(b, [base.clone() for _ in inputs], **params)
+    torch.testing.assert_close(same, base, rtol=0, atol=1e-5)  # nothing to merge: the model itself
+    one, two = method(b, inputs, seed=3, **params), method(b, inputs, seed=3, **params)
+    assert torch.isfinite(one).all() and torch.equal(one, two) and one.shape == base.shape
