@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--no-grid", action="store_true")
     parser.add_argument("--no-headline", action="store_true")
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--heal-steps", type=int, default=0,
+                        help="also a row with the default followed by this many healing steps (0: none)")
     parser.add_argument("--sequential-methods", default="svd_llm",
                         help="methods also run sequentially in the grid (each sequential cell recalibrates)")
     parser.add_argument("--sequential-allocs", default="uniform,global")
@@ -59,7 +61,7 @@ def main() -> None:
     if not args.no_headline:
         headline(model, calib, evals, dense, ratios)
     if not args.no_ablation:
-        ablation(model, calib, evals, dense, ratios)
+        ablation(model, calib, evals, dense, ratios, args.heal_steps)
     if not args.no_grid:
         grid(model, calib, evals, ratios, args)
 
@@ -120,14 +122,19 @@ ABLATION: dict[str, dict[str, Any]] = {
 
 
 def ablation(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], dense: dict[str, float],
-             ratios: list[float]) -> None:
+             ratios: list[float], heal_steps: int) -> None:
     print("\nablation (svd_llm; compressed/dense perplexity; compression wall/CPU s without evaluation)")
     print(f"{'ratio':>5}  {'pipeline, allocation':<38} {'wiki':>8} {'c4':>8} {'wall':>7} {'cpu':>7}")
+    rows = dict(ABLATION)
+    if heal_steps:
+        rows[f"correction, global + {heal_steps} healing steps"] = {"correct": True, "alloc": "global"}
     for ratio in ratios:
-        for label, settings in ABLATION.items():
+        for label, settings in rows.items():
             work = copy.deepcopy(model)
             t0, c0 = time.perf_counter(), time.process_time()
             rw.compress.apply(work, rw.compress.SVDLLM(ratio=ratio, **settings), calib=calib, progress=False)
+            if "healing" in label:  # wiki calib windows, the same text the statistics came from
+                print("  " + rw.compress.heal(work, model, calib, steps=heal_steps, progress=False).line())
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             r = {s: ppl(work, w) / dense[s] for s, w in evals.items()}
             print(f"{ratio:>5.2f}  {label:<38} {r['wiki']:>7.2f}x {r['c4']:>7.2f}x {wall:>7.1f} {cpu:>7.1f}",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set everything up (idempotent), then run the main job: compress the bundled SmolLM2-135M by 20 %
 # with rankwise's defaults, calibrated on wiki, and print the before/after table.
+# A second run reads the dense and compressed perplexities from the cache (same weights, same windows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
