@@ -22,7 +22,6 @@ from tests.cli.inputs import build_inputs, tree_digest
 
 SMOL = "smollm2-135m"
 #: A finetune row that fails inside finetune's own code (being restructured by the lead, not here).
-FINETUNE_XFAIL = pytest.mark.xfail(reason="finetune: validation before the work folder (lead)", strict=False)
 
 # Model specs that are bad in a different way each; every model-loading command gets every one.
 BAD_MODELS = [
@@ -166,7 +165,7 @@ OPTION_ROWS = [
                  id="compress-targets-nothing"),
     pytest.param([*COMPRESS, "--ratio", "0.2", "--sequential", "--one-shot", "--out", "{out}"],
                  "not allowed with argument", id="compress-mode-both"),
-    # finetune (its loop is being restructured by the lead: rows failing inside finetune code are xfail)
+    # finetune
     pytest.param([*FINETUNE, "--rank", "100000", "--out", "{out}"],
                  "of the smallest target, model.layers.0.self_attn.k_proj (16x32)", id="finetune-rank-too-large"),
     pytest.param([*FINETUNE, "--data", "missing.txt", "--out", "{out}"], "missing.txt", id="finetune-data-missing"),
@@ -176,7 +175,7 @@ OPTION_ROWS = [
     pytest.param(["finetune", "{a_file}", "--out", "{out}"], "is a file but not a .gguf model",
                  id="finetune-model-not-a-model"),
     pytest.param([*FINETUNE, "--seq-len", "100000", "--out", "{out}"], "longer than the model's context",
-                 id="finetune-seq-len-huge", marks=FINETUNE_XFAIL),
+                 id="finetune-seq-len-huge"),
     pytest.param([*FINETUNE, "--lr", "abc", "--out", "{out}"], "--lr: expected a number, got 'abc'", id="finetune-lr"),
     pytest.param([*FINETUNE, "--method", "dora", "--out", "{out}"], "unknown adapter method 'dora'",
                  id="finetune-method"),

@@ -124,10 +124,14 @@ def train(
     out_path = Path(out)
     ranks = join()
     check_run_folder(out_path, config, resume, overwrite)
-    if model is None:
-        from rankwise.io.loading import load_model
+    from rankwise.io.loading import check_seq_len, load_model, model_config
 
+    if model is None:
+        check_seq_len(model_config(config.model), config.seq_len)  # from config.json, before the slow load
         model, tokenizer = load_model(config.model)
+    else:
+        to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+        check_seq_len(to_dict() if callable(to_dict) else {}, config.seq_len)
     if train_windows is None:
         train_windows, eval_windows = _windows(config, tokenizer)
     assert train_windows is not None
