@@ -111,8 +111,9 @@ def heal_step(args: argparse.Namespace, work: Any, teacher: Any, tok: Any) -> di
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankwise.compress import CONFIGS, apply, decompose, pipeline_name, realize, save_compressed
+    from rankwise.compress import CONFIGS, decompose, pipeline_name, realize, save_compressed
     from rankwise.compress.allocators import get_allocator
+    from rankwise.compress.blockwise import apply_blockwise
     from rankwise.compress.registry import get_compressor
     from rankwise.data.sources import documents
     from rankwise.data.windows import windows
@@ -151,17 +152,17 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     before, cached_before = measure(model, eval_windows, not args.no_speed, "dense")
     eval_before = time.perf_counter() - t0
-    shared = decompose(model, configs[0], targets, calib) if pipeline_name(configs[0]) == "one_shot" else None
+    shared = decompose(model, configs[0], targets, calib)  # the dense calibration, shared by every ratio
     teacher = copy.deepcopy(model) if args.heal_steps > 0 and len(configs) == 1 else model
     written: list[str] = []
     try:
         for config, folder in zip(configs, folders, strict=True):
             work = copy.deepcopy(model) if len(configs) > 1 else model
-            if shared is not None:
+            if pipeline_name(config) == "one_shot":
                 report = realize(work, shared, config.ratio)
                 report.config = config.model_dump()
             else:
-                report = apply(work, config, targets, calib)
+                report = apply_blockwise(work, config, targets, calib, 8, True, dense=shared)
             if args.heal_steps > 0:
                 report.healing = heal_step(args, work, teacher, tok)
             t1 = time.perf_counter()

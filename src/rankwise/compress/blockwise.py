@@ -86,11 +86,18 @@ def _groups(block: nn.Module, index: int, local: list[str], batches: list[BlockB
 
 @torch.no_grad()
 def apply_blockwise(model: nn.Module, config: CompressConfig, targets: TargetSpec, calib: torch.Tensor | None,
-                    batch_size: int, progress: bool) -> CompressionReport:
-    """Compress ``model`` in place block by block (``config.sequential`` or svd_llm's ``correct``)."""
+                    batch_size: int, progress: bool, dense: Decomposition | None = None) -> CompressionReport:
+    """Compress ``model`` in place block by block (``config.sequential`` or svd_llm's ``correct``).
+
+    ``dense``: the dense model's `decompose` for the same config at another ratio (several ratios
+    share one dense calibration; only the block-by-block pass runs per ratio).
+    """
     compressor = get_compressor(config.method)
     correct = isinstance(config, SVDLLM) and config.correct
-    dec = decompose(model, config, targets, calib, batch_size, progress)  # fails first on missing data
+    if dense is None:
+        dec = decompose(model, config, targets, calib, batch_size, progress)  # fails first on missing data
+    else:
+        dec = Decomposition(config, dense.names, dense.factors, dense.spectra, dense.stats, dict(dense.timings))
     if calib is None or not compressor.needs_gram:
         raise RankwiseError(f"sequential=True needs a method with input statistics (asvd, svd_llm) and calibration "
                             f"data; '{config.method}' cannot use it")
@@ -110,16 +117,16 @@ def apply_blockwise(model: nn.Module, config: CompressConfig, targets: TargetSpe
                       disable=not progress, unit="block"):
         block_prefix = f"{prefix}.{index}."
         local = [n.removeprefix(block_prefix) for n in dec.names if n.startswith(block_prefix)]
-        dense = None
+        measured = None
         if correct:
-            dense = dense_pass(copy.deepcopy(layers[index]).to(dtype), index, local, dense_states)
-            dense_states = advance(dense_states, dense.outputs)
-            dense.outputs = []
-        state = _Block(model, dec, ranks, block_prefix, dense)
-        groups = _groups(calibration_copy(layers[index], dtype), index, local, compressed, dense) if local else []
+            measured = dense_pass(copy.deepcopy(layers[index]).to(dtype), index, local, dense_states)
+            dense_states = advance(dense_states, measured.outputs)
+            measured.outputs = []
+        state = _Block(model, dec, ranks, block_prefix, measured)
+        groups = _groups(calibration_copy(layers[index], dtype), index, local, compressed, measured) if local else []
         for group in groups:
             work = calibration_copy(layers[index], dtype)
-            inputs = dense.inputs[group[0]] if dense is not None else None
+            inputs = measured.inputs[group[0]] if measured is not None else None
             stats = matching_stats(work, index, group[0], inputs, compressed)
             results.update({r.name: r for r in state.group(group, stats, correct)})
         fallbacks += state.fallbacks
