@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rankwise.cli.common import positive_int
+
 EXAMPLES = """examples:
   rankwise export-peft runs/pissa --out adapter/
   rankwise export-peft my-adapter/ --model smollm2-135m --out adapter/
@@ -21,6 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument("run", help="a finetune run folder (or a folder written by rw.adapters.save_adapter)")
     p.add_argument("--out", required=True, help="PEFT adapter folder to write")
     p.add_argument("--model", help="base model (default: the run's config.yaml model)")
+    p.add_argument("--rank", type=positive_int, default=None,
+                   help="rank of the truncated-SVD export for updates not of B·A form (lift); each layer's relative "
+                        "error is printed (default: none, such updates are refused)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.set_defaults(func=run)
 
@@ -57,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
     spec = base_model_spec(args.run, args.model)
     model, _ = load_model(spec)
     load_adapter(model, args.run)
-    export_peft(model, args.out, base_model=spec, overwrite=args.overwrite)
+    export_peft(model, args.out, base_model=spec, overwrite=args.overwrite, rank=args.rank)
     print(f"wrote {args.out} (PEFT LoRA for base model {spec})")
     return 0
