@@ -73,11 +73,11 @@ def throughput(
     decode = []
     for _ in range(decode_rounds):
         out = model(prompt.reshape(1, -1), use_cache=True)
-        cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        cache, nxt = out.cache, out.logits[:, -1:].argmax(-1)
         t0 = time.perf_counter()
         for _ in range(decode_tokens):
-            out = model(nxt, past_key_values=cache, use_cache=True)
-            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            out = model(nxt, cache=cache, use_cache=True)
+            cache, nxt = out.cache, out.logits[:, -1:].argmax(-1)
         decode.append(time.perf_counter() - t0)
         bar.update()
     bar.close()
