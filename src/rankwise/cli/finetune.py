@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
     # Names written out rather than read from the registry: that would import torch for every --help
     # (a test checks that this list and the registry agree).
     a.add_argument("--method", help="lora (default), pissa, milora, corda, eva, svfit, sorsa, salt, kasa, nola, "
-                   "lift, adalora or increlora")
+                   "lift, adalora or increlora; knobs of a method's own (target_rank, k, ...) via --config")
     a.add_argument("--rank", type=positive_int, help="adapter rank (default 16)")
     a.add_argument("--alpha", type=_float, help="scaling numerator (default: alpha = rank, scaling 1)")
     a.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(rank)")
