@@ -48,10 +48,10 @@ class Run:
         while chunk := stream.read(1):  # type: ignore[attr-defined]
             sink.append(chunk)
 
-    def wait_for(self, marker: str, timeout: float = 300) -> None:
-        """Block until ``marker`` appears on stdout or stderr (the run has reached that stage)."""
+    def wait_for(self, marker: str, stdout: bool = False, timeout: float = 300) -> None:
+        """Block until ``marker`` appears on stderr (a stage's progress bar) or ``stdout``."""
         deadline = time.monotonic() + timeout
-        while marker not in "".join(self.out) + "".join(self.err):
+        while marker not in "".join(self.out if stdout else self.err):
             assert self.proc.poll() is None, f"the run ended before '{marker}':\n{''.join(self.err)[-2000:]}"
             assert time.monotonic() < deadline, f"no '{marker}' after {timeout} s"
             time.sleep(0.05)
@@ -74,7 +74,7 @@ def _compress(tiny: Path, out: Path, ratios: str) -> list[str]:
             "--out", str(out)]
 
 
-@pytest.mark.parametrize("stage", ["perplexity wiki", "calibration", "decomposition"])
+@pytest.mark.parametrize("stage", ["calibration", "decomposition"])
 def test_compress_interrupted_at_any_stage_leaves_nothing(stage: str, tiny: Path, tmp_path: Path) -> None:
     run = Run(*_compress(tiny, tmp_path / "out" / "smol", "0.2"))
     run.wait_for(stage)
@@ -86,7 +86,7 @@ def test_compress_interrupted_at_any_stage_leaves_nothing(stage: str, tiny: Path
 def test_compress_interrupted_after_a_complete_folder_says_it_was_kept(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "smol"
     run = Run(*_compress(tiny, out, "0.2,0.4"))
-    run.wait_for(f"wrote {out}-20")
+    run.wait_for(f"wrote {out}-20", stdout=True)
     code, last = run.interrupt()
     assert code == 130
     assert last == f"rankwise: interrupted; kept the complete {out}-20; nothing else was written"
