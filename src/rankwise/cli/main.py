@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 from rankwise._version import __version__
 from rankwise.cli.common import Parser, interrupt_message
@@ -42,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(interrupt_message(exc), file=sys.stderr)
         return 130
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # The work is over; a Ctrl-C now would only interrupt the interpreter's exit handlers and
+            # print their traceback. (Only on the command line: an in-process caller keeps its handler.)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
