@@ -199,31 +199,6 @@ OPTION_ROWS = [
 ]
 
 
-#: Rows whose message comes from code outside this suite's scope, with where the fix belongs. Not strict:
-#: once that code is fixed they simply pass.
-ELSEWHERE = {
-    **{f"{cmd}-data-{kind}": "data/sources.py: a missing/empty data file's message gives no fix"
-       for cmd in ("eval", "compress") for kind in ("missing-file", "empty", "blank")},
-    **{f"finetune-data-{kind}": "data/sources.py: a missing/empty data file's message gives no fix"
-       for kind in ("missing", "empty")},
-    "compress-calib-empty": "data/sources.py: an empty data file's message gives no fix",
-    "compress-targets-bad-regex": "modules/targets.py: an invalid target regex's message gives no fix",
-    "eval-data-binary": "data/sources.py: a non-UTF-8 .txt file raises UnicodeDecodeError",
-    "analyze-include-none": "io/tensors.py or analysis: 'holds no 2-D weight matrices matching' gives no fix",
-    **{f"{cmd}-{kind}": "adapters/run_io.py: read_adapter_meta/_check_fits messages give no fix or raise YAMLError"
-       for cmd in ("export-peft", "merge-adapter")
-       for kind in ("no-run", "model-folder-as-run", "bad-adapter-yaml", "other-base")},
-    **{f"{cmd}-index-missing-shard": "io/tensors.py: 'missing shard files listed in its index' gives no fix"
-       for cmd in COMMAND_TAIL},
-}
-
-
-def _with_elsewhere(rows: list[Any]) -> list[Any]:
-    return [pytest.param(*row.values, id=row.id, marks=[*row.marks, pytest.mark.xfail(reason=ELSEWHERE[row.id],
-                                                                                       strict=False)])
-            if row.id in ELSEWHERE else row for row in rows]
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = build_inputs(tmp_path_factory.mktemp("inputs"))
@@ -264,7 +239,7 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("args", "message"), _with_elsewhere(MODEL_ROWS + OPTION_ROWS))
+@pytest.mark.parametrize(("args", "message"), MODEL_ROWS + OPTION_ROWS)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     args: list[str], message: str, inputs: dict[str, Path], untouched: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -317,11 +292,7 @@ def _api_rows() -> list[Any]:
         ("windows-unknown-source", lambda p, out: rw.data.windows("nope"), "unknown data source 'nope'"),
         ("check_output_folder-unwritable", lambda p, out: rw.io.check_output_folder("/sys/x/y"), "is not writable"),
     ]
-    marks = {"load_adapter-truncated": [pytest.mark.xfail(reason="adapters/run_io.py reads the file unchecked "
-                                                                 "(not in this scope)", strict=False)],
-             "analyze-invalid-include": [pytest.mark.xfail(reason="analysis: AnalyzeConfig.include is not checked "
-                                                                  "as a regex (re.error)", strict=False)]}
-    return [pytest.param(fn, msg, id=name, marks=marks.get(name, [])) for name, fn, msg in rows]
+    return [pytest.param(fn, msg, id=name) for name, fn, msg in rows]
 
 
 @pytest.mark.parametrize(("call", "message"), _api_rows())

@@ -21,6 +21,7 @@ from rankwise.adapters.layer import AdapterLinear
 from rankwise.adapters.variant import Variant
 from rankwise.errors import RankwiseError
 from rankwise.io.atomic import atomic_folder
+from rankwise.io.tensors import file_entries
 from rankwise.linalg.split import subtract_lowrank
 from rankwise.modules import replace_module
 
@@ -70,10 +71,14 @@ def read_adapter_meta(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder)
     meta_path = path / ADAPTER_META
     if not meta_path.is_file() or not (path / ADAPTER_WEIGHTS).is_file():
-        raise RankwiseError(f"{path} is not a rankwise adapter or run folder (no {ADAPTER_META} / {ADAPTER_WEIGHTS})")
-    meta = yaml.safe_load(meta_path.read_text())
+        raise RankwiseError(f"{path} is not a rankwise adapter or run folder (no {ADAPTER_META} / {ADAPTER_WEIGHTS}); "
+                            "pass a folder written by rankwise finetune or rw.adapters.save_adapter")
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        meta = None
     if not isinstance(meta, dict) or "adapter" not in meta or "layers" not in meta:
-        raise RankwiseError(f"{meta_path} is not a valid adapter description")
+        raise RankwiseError(f"{meta_path} is not a valid adapter description; restore it or save the adapter again")
     return meta
 
 
@@ -83,14 +88,16 @@ def _check_fits(model: nn.Module, layers: dict[str, Any], folder: Path) -> None:
         try:
             module = model.get_submodule(name)
         except AttributeError:
-            raise RankwiseError(f"adapter in {folder} is for another base model: it has no layer '{name}'") from None
+            raise RankwiseError(f"adapter in {folder} is for another base model: it has no layer '{name}'; "
+                                "load it onto the model it was trained on (the run's config.yaml names it)") from None
         if not isinstance(module, nn.Linear):
             raise RankwiseError(f"adapter in {folder} targets '{name}', which is not a plain nn.Linear here "
                                 "(already adapted?)")
         if list(module.weight.shape) != list(info["shape"]):
             raise RankwiseError(f"adapter in {folder} is for another base model: '{name}' is "
                                 f"{'x'.join(map(str, module.weight.shape))} here but "
-                                f"{'x'.join(map(str, info['shape']))} in the adapter")
+                                f"{'x'.join(map(str, info['shape']))} in the adapter; load it onto the model it "
+                                "was trained on (the run's config.yaml names it)")
 
 
 def _variant_layer(base: nn.Linear, variant: Variant, dropout: float) -> AdapterLinear:
@@ -110,6 +117,7 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike[str]) -> nn.Module:
     if adapter_layers(model):
         raise RankwiseError("the model already has adapters; load the adapter onto a fresh base model")
     _check_fits(model, layers, path)
+    file_entries(path / ADAPTER_WEIGHTS)  # a truncated or corrupt file fails in one line, before any change
     tensors = load_file(str(path / ADAPTER_WEIGHTS))
     variant_cls = get_method(config.method).variant
     model.requires_grad_(False)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from rankwise.analysis.config import AnalyzeConfig
@@ -173,7 +174,12 @@ def analyze(
     ``config`` or keyword overrides (``fast=True``, ``gradients=True``, ...): see :class:`AnalyzeConfig`.
     """
     cfg = (config or AnalyzeConfig()).model_copy(update=overrides) if overrides else (config or AnalyzeConfig())
-    cfg = AnalyzeConfig.model_validate(cfg.model_dump())
+    try:
+        cfg = AnalyzeConfig.model_validate(cfg.model_dump())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise RankwiseError(f"invalid analyze setting {'.'.join(map(str, first['loc']))}: {message}") from None
     start = time.perf_counter()
     source = open_source(model, cfg.include)
     base = open_source(against, cfg.include) if against is not None else None

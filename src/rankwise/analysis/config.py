@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AnalyzeConfig(BaseModel):
@@ -37,3 +38,13 @@ class AnalyzeConfig(BaseModel):
     windows: int = Field(default=16, gt=0, description="token windows whose loss is differentiated")
     seq_len: int = Field(default=256, gt=1, description="tokens per gradient window")
     batch_size: int = Field(default=4, gt=0, description="windows per backward pass (gradients are accumulated)")
+
+    @field_validator("include")
+    @classmethod
+    def _include_is_a_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"'{value}' is not a valid regex ({exc}); fix the pattern") from None
+        return value

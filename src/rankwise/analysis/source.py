@@ -78,7 +78,8 @@ class FolderSource:
                        if len(self._tensors.entries[name].shape) == 2 and self._tensors.entries[name].is_float
                        and (pattern is None or pattern.search(name))]
         if not self._names:
-            raise RankwiseError(f"{self.folder} holds no 2-D weight matrices{_matching(include)}")
+            raise RankwiseError(f"{self.folder} holds no 2-D weight matrices{_matching(include)}; "
+                                f"{'widen --include' if include else 'pass a model folder'}")
 
     def entries(self) -> list[tuple[str, tuple[int, int]]]:
         """(name, shape) in natural order: layer 2 before layer 10, whatever the file order."""

@@ -116,10 +116,16 @@ def documents(source: str, split: str = "all") -> list[str]:
     path = Path(source).expanduser()
     if path.suffix in (".txt", ".jsonl"):
         if not path.is_file():
-            raise RankwiseError(f"data file {path} does not exist")
-        docs = _read_jsonl(path) if path.suffix == ".jsonl" else _paragraph_documents(path.read_text("utf-8"))
+            raise RankwiseError(f"data file {path} does not exist; pass an existing .txt/.jsonl file or a bundled "
+                                f"corpus ({', '.join(BUNDLED_CORPORA)})")
+        try:
+            docs = _read_jsonl(path) if path.suffix == ".jsonl" else _paragraph_documents(path.read_text("utf-8"))
+        except UnicodeDecodeError:
+            raise RankwiseError(f"data file {path} is not UTF-8 text; convert it to UTF-8 (or pass another "
+                                "file)") from None
         if not docs:
-            raise RankwiseError(f"data file {path} holds no text")
+            raise RankwiseError(f"data file {path} holds no text; give it some paragraphs (a .txt file) or "
+                                "{\"text\": ...} lines (a .jsonl file)")
         return _split(docs, split)
     raise RankwiseError(f"unknown data source '{source}'; use one of {', '.join(BUNDLED_CORPORA)}, "
                         "a .txt or .jsonl file, or hf:NAME[:CONFIG][:SPLIT]")

@@ -132,7 +132,8 @@ def shard_files(folder: str | os.PathLike[str]) -> list[Path]:
             raise RankwiseError(f"{index} is not a valid safetensors index (no weight_map)") from exc
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise RankwiseError(f"{folder} is missing shard files listed in its index: {', '.join(missing)}")
+            raise RankwiseError(f"{folder} is missing shard files listed in its index: {', '.join(missing)}; "
+                                "restore them or re-save the model")
         return files
     files = sorted(folder.glob("*.safetensors"))
     if not files:

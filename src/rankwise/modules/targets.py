@@ -49,7 +49,8 @@ def select_targets(model: nn.Module, targets: TargetSpec = "all-linear") -> list
         try:
             pattern = re.compile(targets[3:])
         except re.error as exc:
-            raise RankwiseError(f"target regex '{targets[3:]}' is invalid: {exc}") from exc
+            raise RankwiseError(f"target regex '{targets[3:]}' is invalid: {exc}; fix the pattern after 're:' "
+                                "(it must match whole layer names)") from exc
         chosen = [n for n in linears if pattern.fullmatch(n)]
     else:
         suffixes = [targets] if isinstance(targets, str) else list(targets)
