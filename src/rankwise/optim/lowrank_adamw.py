@@ -129,17 +129,26 @@ class LowRankAdamW(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         self.steps += 1
-        # Fit every projector due first (in parallel), then update parameter by parameter.
+        # Fit every projector due first, then update the parameters; both one parameter per core.
         live = [(index, group, p) for index, group, p in self._indexed() if p.grad is not None]
+        for _, _, p in live:
+            self.state[p]  # creates the entry here, not concurrently on the workers
         fitted = self._fit_projectors(live)
-        for index, group, p in live:
-            if index in fitted:
-                self._refresh(p, group, fitted[index])
+        parallel_map(lambda item: self._update(item[1], item[2], fitted.get(item[0])), live)
+        return loss
+
+    def _update(self, group: dict[str, Any], p: torch.Tensor, fitted: tuple[dict[str, Any], int] | None) -> None:
+        """One parameter's step, on a single-threaded worker: a few hundred small element-wise kernels
+        per step, each multi-threaded, would each wait at a thread barrier, which costs far more than
+        the arithmetic when the cores are shared. Parameters are independent, so the result is the same
+        bits whatever the scheduling."""
+        with torch.no_grad():  # grad mode is per thread: the caller's no_grad does not reach a worker
+            if fitted is not None:
+                self._refresh(p, group, *fitted)
             if _lowrank(group, p):
                 self._lowrank_step(p, group)
             else:
                 self._adamw_step(p, group)
-        return loss
 
     def _nonfinite_gradients(self) -> bool:
         """True when the step must be skipped; raises for a NaN/inf gradient in a ``nan_policy="raise"`` group.
@@ -192,8 +201,9 @@ class LowRankAdamW(torch.optim.Optimizer):
                           f"{short} for it, which saves no optimizer memory there", stacklevel=4)
         return short
 
-    def _fit_projectors(self, live: list[tuple[int, dict[str, Any], torch.Tensor]]) -> dict[int, dict[str, Any]]:
-        """New projector states of the parameters due for a refresh (their first step, then every
+    def _fit_projectors(self, live: list[tuple[int, dict[str, Any], torch.Tensor]]
+                        ) -> dict[int, tuple[dict[str, Any], int]]:
+        """(new projector state, rank) of the parameters due for a refresh (their first step, then every
         ``update_gap`` steps), by parameter index.
 
         All of a step's fits run together, one matrix per core on single-threaded workers: eigh and SVD
@@ -209,15 +219,14 @@ class LowRankAdamW(torch.optim.Optimizer):
             seed = derive_seed(group["seed"], index, state.get("refreshes", 0))
             jobs.append((index, self._projector(group), _short_side(p), rank, seed))
         fits = parallel_map(lambda job: job[1].fit(job[2], job[3], job[4]), jobs)
-        return {job[0]: fit for job, fit in zip(jobs, fits, strict=True)}
+        return {job[0]: (fit, job[3]) for job, fit in zip(jobs, fits, strict=True)}
 
-    def _refresh(self, p: torch.Tensor, group: dict[str, Any], new: dict[str, Any]) -> None:
+    def _refresh(self, p: torch.Tensor, group: dict[str, Any], new: dict[str, Any], rank: int) -> None:
         """Install a refitted projector; create the moments, or carry them into the new basis."""
         state = self.state[p]
         projector = self._projector(group)
         d, k = min(p.shape), max(p.shape)
         if "exp_avg" not in state:
-            rank = self._rank(group, (p.shape[0], p.shape[1]))
             state.update(step=0, refreshes=0)
             state["exp_avg"] = torch.zeros(rank, k, dtype=torch.float32, device=p.device)
             state["exp_avg_sq"] = torch.zeros_like(state["exp_avg"])
