@@ -183,8 +183,10 @@ def main() -> None:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if args.verbose else subprocess.PIPE,
                               text=True, env=env)
         if done.returncode != 0:
-            last = (done.stderr or "").strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
-            results[row] = {"skipped": f"failed: {last[0]}"}
+            # The last line naming an error, not the peers' import-time warnings (-9: killed, e.g. out of memory).
+            errors = [line for line in (done.stderr or "").splitlines() if "Error" in line.split(":")[0]]
+            results[row] = {"skipped": f"failed with exit code {done.returncode}"
+                                       + (f": {errors[-1].strip()}" if errors else "")}
         else:
             results[row] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"  {row}: {results[row]}", file=sys.stderr)
