@@ -9,8 +9,8 @@ Prints, from one run:
   2. compression wall and CPU time of the default (calibration + decomposition + correction, no evaluation);
   3. prefill/decode speed of the 40 % model against dense (or why none is given on a loaded machine);
   4. the ablation: which of correction, sequential mode and allocation each gain comes from, one row each
-     (full protocol): one-shot + global (the previous default), sequential + global, correction + uniform,
-     correction + global (the default);
+     (full protocol): one-shot + global (the default), sequential + global, correction + uniform,
+     correction + global;
   5. the grid: every method x allocator x ratio (+ sequential vs one-shot) on --grid-tokens of wiki eval.
 
 Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4] [--grid-tokens 4096] [--no-grid] [--no-ablation]
@@ -112,12 +112,12 @@ def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
             print("    " + rw.eval.speedup_line("decode", d.decode_tokens_per_s, c.decode_tokens_per_s, share))
 
 
-# label -> SVDLLM settings; each row changes one thing against the default (last row)
+# label -> SVDLLM settings; each row changes one thing against its neighbour
 ABLATION: dict[str, dict[str, Any]] = {
-    "one-shot, global (previous default)": {"correct": False, "sequential": False, "alloc": "global"},
+    "one-shot, global (default)": {"correct": False, "sequential": False, "alloc": "global"},
     "sequential, global": {"correct": False, "sequential": True, "alloc": "global"},
     "correction, uniform": {"correct": True, "alloc": "uniform"},
-    "correction, global (default)": {"correct": True, "alloc": "global"},
+    "correction, global": {"correct": True, "alloc": "global"},
 }
 
 

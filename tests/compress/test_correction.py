@@ -84,7 +84,7 @@ def test_singular_gram_falls_back_and_the_report_says_which_layers() -> None:
     model = tiny_llama(seed=3, hidden=32)
     calib = torch.randint(0, 128, (1, 12), generator=torch.Generator().manual_seed(0))  # 12 tokens < 32 channels
     with pytest.warns(UserWarning, match="calibration saw 12 tokens for inputs of dimension up to 64"):
-        report = rw.compress.apply(model, rw.compress.SVDLLM(ratio=0.3, rank_multiple=2), calib=calib,
+        report = rw.compress.apply(model, rw.compress.SVDLLM(ratio=0.3, rank_multiple=2, correct=True), calib=calib,
                                    batch_size=1, progress=False)
     assert set(report.fallbacks) == {m.name for m in report.matrices if m.rank is not None}
     assert "correction fell back to plain whitening" in report.table()

@@ -69,8 +69,8 @@ def test_block_capture_reproduces_the_model(family: str, corpus: str) -> None:
 def test_compress_with_correction_saves_and_reloads(family: str, corpus: str, tmp_path: Path) -> None:
     model = FAMILIES[family](1)
     wins = _windows(corpus)
-    report = rw.compress.apply(model, rw.compress.SVDLLM(ratio=0.3, rank_multiple=2), calib=wins, batch_size=4,
-                               progress=False)
+    config = rw.compress.SVDLLM(ratio=0.3, rank_multiple=2, correct=True)
+    report = rw.compress.apply(model, config, calib=wins, batch_size=4, progress=False)
     assert report.error_kind == "output-matching" and report.fallbacks == []
     assert any(isinstance(m, LowRankLinear) for m in model.modules())
     if family == "qwen2":

@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
                       help="statistics from the dense model (default: the method's own setting)")
     p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=None,
                    help="svd_llm: output-matching correction, each layer matching the dense model's outputs from "
-                        "the compressed model's inputs, block by block (default: on)")
+                        "the compressed model's inputs, block by block (default: off)")
     p.add_argument("--heal-steps", type=int, default=0,
                    help="after compressing, train the low-rank factors this many steps to match the dense model's "
                         "next-token distributions (default 0: no healing)")
