@@ -51,7 +51,6 @@ def window_nll(model: nn.Module, batch: torch.Tensor, chunk: int = 1024) -> tupl
     return total, targets.numel()
 
 
-_hidden_and_head = hidden_and_head  # the name other packages imported before it was public
 
 
 @torch.no_grad()

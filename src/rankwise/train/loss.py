@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rankwise.eval.perplexity import _hidden_and_head
+from rankwise.eval.perplexity import hidden_and_head
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
@@ -62,7 +62,7 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bia
 def causal_lm_loss(model: nn.Module, batch: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, int]:
     """Summed next-token NLL of ``batch`` [B, T] (differentiable) and the number of predicted tokens."""
     targets = batch[:, 1:].reshape(-1)
-    parts = _hidden_and_head(model)
+    parts = hidden_and_head(model)
     head_weight = getattr(parts[1], "weight", None) if parts else None
     if parts is None or not isinstance(parts[1], nn.Linear) or not isinstance(head_weight, torch.Tensor):
         logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
