@@ -96,9 +96,10 @@ def test_compress_interrupted_after_a_complete_folder_says_it_was_kept(tiny: Pat
 
 def test_eval_interrupted_mid_perplexity_writes_no_json(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
-    run = Run("eval", str(tiny), "--tokens", "16384", "--seq-len", "64", "--batch-size", "1", "--no-speed",
+    # Enough windows for several seconds even on a quiet machine (tqdm may skip the 1 % mark entirely).
+    run = Run("eval", str(tiny), "--tokens", "65536", "--seq-len", "64", "--batch-size", "1", "--no-speed",
               "--out", str(out))
-    run.wait_for("perplexity (wiki):   1%")
+    run.wait_for("perplexity (wiki):")
     assert run.interrupt() == (130, NOTHING_WRITTEN)
     assert list(tmp_path.iterdir()) == []
 
