@@ -6,7 +6,7 @@ under the same budget. Printed side by side: LoRA parameters, relative delta err
 extracted matrices), and held-out TinyStories perplexity of base + extracted adapter against the base
 and the fine-tune itself.
 
-    python bench/extract_lora.py [--steps 40] [--rank 32] [--work /tmp/rankwise-extract-bench]
+    python bench/extract_lora.py [--steps 16] [--rank 32] [--work /tmp/rankwise-extract-bench]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def fine_tune(out: Path, steps: int, lr: float, seed: int = 0) -> Path:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step % 10 == 0 or step == steps - 1:
+        if step % 4 == 0 or step == steps - 1:
             print(f"fine-tune step {step + 1}/{steps}: loss {float(loss.detach()):.4f}", flush=True)
     model.eval()
     rw.save_model(model, tok, out, produced_by="bench/extract_lora.py fine-tune")
@@ -66,8 +66,8 @@ def with_adapter(folder: Path) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "rankwise-extract-bench"))
