@@ -127,6 +127,32 @@ def _runs(root: Path, tiny: Path) -> dict[str, Path]:
     return paths
 
 
+def _merges(root: Path, tiny: Path, other_base: Path) -> dict[str, Path]:
+    """A "fine-tune" of the tiny model and merge configs that are bad in one way each."""
+    from rankwise.io import save_model
+
+    finetuned = root / "finetuned"
+    save_model(tiny_llama(seed=2, vocab=49152), None, finetuned)
+    paths = {"finetuned": finetuned}
+
+    def config(name: str, method: str = "ties", model: Path = finetuned, **parameters: object) -> None:
+        body = {"merge_method": method, "base_model": str(tiny),
+                "models": [{"model": str(model), "parameters": {"weight": 0.5, "density": 0.5, **parameters}}]}
+        paths[f"merge_{name}"] = root / f"merge-{name}.yaml"
+        paths[f"merge_{name}"].write_text(yaml.safe_dump(body))
+
+    config("ok")
+    config("typo_method", method="dare-ties")
+    config("density", density=1.5)
+    config("nan_weight", weight=float("nan"))
+    config("unknown_parameter", wieght=0.5)
+    config("missing_model", model=root / "no-such-model")
+    config("other_architecture", model=other_base)
+    paths["merge_not_yaml"] = root / "merge-not-yaml.yaml"
+    paths["merge_not_yaml"].write_text("merge_method: [\n")
+    return paths
+
+
 def build_inputs(root: Path) -> dict[str, Path]:
     """Every input of the tables, under ``root``."""
     from rankwise.io import DEFAULT_MODEL, resolve_model_folder, save_model
@@ -134,4 +160,5 @@ def build_inputs(root: Path) -> dict[str, Path]:
 
     tiny = root / "tiny"  # SmolLM2's vocabulary and tokenizer on a 2-layer model of a few MB
     save_model(tiny_llama(seed=0, vocab=49152), load_tokenizer(resolve_model_folder(DEFAULT_MODEL)), tiny)
-    return {**_models(root, tiny), **_data(root), **_runs(root, tiny)}
+    runs = _runs(root, tiny)
+    return {**_models(root, tiny), **_data(root), **runs, **_merges(root, tiny, runs["other_base"])}

@@ -96,12 +96,14 @@ def load_config(source: MergeConfig | dict[str, Any] | str | os.PathLike[str]) -
 
     path = Path(source)
     if not path.is_file():
-        raise RankwiseError(f"no such merge config file: {path}")
+        raise RankwiseError(f"no such merge config file: {path}; pass a mergekit-style YAML file (merge_method, "
+                            "base_model, models)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise RankwiseError(f"{path} is not valid YAML ({first})") from None
+        raise RankwiseError(f"{path} is not valid YAML ({first}); fix the file (a mergekit-style merge "
+                            "config)") from None
     return parse_config(data, str(path))
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rankwise.optim.projectors import PROJECTORS
 
 NanPolicy = Literal["raise", "skip"]
 
@@ -37,3 +39,9 @@ class LowRankAdamWConfig(AdamWConfig):
     reproject_state: bool = Field(default=True, description="carry both moments into a refreshed subspace")
     seed: int = Field(default=0, ge=0, description="seed of every random draw (with parameter index and refresh)")
     nan_policy: NanPolicy = Field(default="raise", description="on a NaN/inf gradient: raise, or skip the step")
+
+    @field_validator("projector")
+    @classmethod
+    def _registered_projector(cls, name: str) -> str:
+        PROJECTORS.get(name)  # an unknown name fails when the config is made, before any run starts
+        return name
