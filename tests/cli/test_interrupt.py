@@ -34,8 +34,11 @@ class Run:
 
     def __init__(self, *args: str) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        # A shell that starts the test suite in the background ignores SIGINT for its children, and Python
+        # then never raises KeyboardInterrupt: the child gets Ctrl-C's default disposition back, as in a terminal.
         self.proc = subprocess.Popen([sys.executable, "-m", "rankwise.cli.main", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
+                                     stderr=subprocess.PIPE, text=True, env=env,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.out: list[str] = []
         self.err: list[str] = []
         self._readers = [threading.Thread(target=self._read, args=(stream, sink), daemon=True)

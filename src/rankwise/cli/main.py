@@ -28,6 +28,17 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        return _run(argv)
+    except KeyboardInterrupt as exc:
+        message = interrupt_message(exc)
+    # Printed outside the handler: the interrupted frames, and any progress bar still open in them, are
+    # gone by now, so a bar draws its last state before this line, not after it.
+    print(message, file=sys.stderr)
+    return 130
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -41,9 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the environment, not a bug: a full disk, a file removed mid-run, a permission
         print(f"rankwise: error: {exc}; check the path, its permissions and the free space", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
-        print(interrupt_message(exc), file=sys.stderr)
-        return 130
     finally:
         if argv is None and threading.current_thread() is threading.main_thread():
             # The work is over; a Ctrl-C now would only interrupt the interpreter's exit handlers and
