@@ -212,6 +212,8 @@ OPTION_ROWS = [
                  id="finetune-lisa-too-many-layers"),
     pytest.param([*FINETUNE, "--proj-rank", "0", "--out", "{out}"], "must be a positive integer",
                  id="finetune-proj-rank-zero"),
+    pytest.param([*FINETUNE, "--targets", "re:((", "--out", "{out}"], "'((' is not a valid regex",
+                 id="finetune-targets-bad-regex"),
     # merge and extract-lora
     pytest.param(["merge", "{merge_typo_method}", "--out", "{out}"], "(did you mean 'dare_ties'?)",
                  id="merge-method-typo"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ class FinetuneConfig(TrainConfig):
     targets: str | list[str] = Field(default="all-linear", description="the adapter's target layers")
     full: bool = Field(default=False, description="train every weight instead of an adapter")
     lisa: LisaConfig | None = Field(default=None, description="train sampled decoder blocks (LISA)")
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_regex(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str) and value.startswith("re:"):
+            try:
+                re.compile(value[3:])
+            except re.error as exc:
+                raise ValueError(f"'{value[3:]}' is not a valid regex ({exc}); fix the pattern after 're:'") from None
+        return value
 
     @field_validator("adapter", mode="before")
     @classmethod

@@ -124,8 +124,13 @@ def train(
     out_path = Path(out)
     ranks = join()
     check_run_folder(out_path, config, resume, overwrite)
+    from rankwise.data.sources import documents
     from rankwise.io.loading import check_seq_len, load_model, model_config
 
+    if train_windows is None:  # the data sources exist and hold text: checked before the slow load
+        documents(config.data, "calib")
+        if config.eval_tokens:
+            documents(config.eval_data or config.data, "eval")
     if model is None:
         check_seq_len(model_config(config.model), config.seq_len)  # from config.json, before the slow load
         model, tokenizer = load_model(config.model)
