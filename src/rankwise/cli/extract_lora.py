@@ -34,17 +34,18 @@ def register(sub: Any) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("finetuned", help="fine-tuned model (folder, .gguf file or bundled name)")
     p.add_argument("--base", required=True, help="the base model it was fine-tuned from")
-    p.add_argument("--rank", type=rank_arg, default=64, help="LoRA rank, or 'auto' (per-matrix ranks under a budget)")
+    p.add_argument("--rank", type=rank_arg, default=64,
+                   help="LoRA rank, or 'auto' (per-matrix ranks under a budget; default 64)")
     p.add_argument("--budget-rank", type=positive_int, default=64,
                    help="with --rank auto: total size equal to a uniform LoRA of this rank (default 64)")
     p.add_argument("--alloc", default="threshold",
                    help="with --rank auto: 'threshold' (least total squared error, default), 'energy', "
                         "'global_relative' or another compress allocator")
-    p.add_argument("--rank-multiple", type=positive_int, default=8, help="auto ranks are multiples of this")
+    p.add_argument("--rank-multiple", type=positive_int, default=8, help="auto ranks are multiples of this (default 8)")
     p.add_argument("--include", help="regex of the tensor names to extract (default: the decoder blocks' matrices)")
     p.add_argument("--out", required=True, help="PEFT adapter folder to write")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
     p.set_defaults(func=run)
 
 

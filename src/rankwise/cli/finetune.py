@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("model", nargs="?", help="bundled name (default smollm2-135m), HF folder, .gguf file or hub id")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--config", metavar="FILE",
-                   help="YAML file of settings (a run's config.yaml); options given here override it")
+                   help="YAML file of settings (a run's config.yaml); options given here override it (default: none)")
     a = p.add_argument_group("adapter")
     # Names written out rather than read from the registry: that would import torch for every --help
     # (a test checks that this list and the registry agree).
@@ -61,19 +61,22 @@ def register(sub: Any) -> None:
                    "lift, adalora or increlora; knobs of a method's own (target_rank, k, ...) via --config")
     a.add_argument("--rank", type=positive_int, help="adapter rank (default 16)")
     a.add_argument("--alpha", type=_float, help="scaling numerator (default: alpha = rank, scaling 1)")
-    a.add_argument("--rslora", action="store_true", default=None, help="scale by alpha/sqrt(rank)")
-    a.add_argument("--dropout", type=_float, help="dropout on the adapter input")
+    a.add_argument("--rslora", action="store_true", default=None,
+                   help="scale by alpha/sqrt(rank) (default: alpha/rank)")
+    a.add_argument("--dropout", type=_float, help="dropout on the adapter input (default 0)")
     a.add_argument("--targets", help="all-linear (default), comma-separated suffixes, or re:REGEX")
     a.add_argument("--svd", choices=["randomized", "exact"], help="init SVD of pissa (default randomized)")
-    a.add_argument("--mode", choices=["ipm", "kpm"], help="corda: train the largest (ipm) or smallest (kpm) part")
-    a.add_argument("--rho", type=_float, help="eva: a layer may get at most rho x rank components")
+    a.add_argument("--mode", choices=["ipm", "kpm"],
+                   help="corda: train the largest (ipm, default) or smallest (kpm) part")
+    a.add_argument("--rho", type=_float, help="eva: a layer may get at most rho x rank components (default 2)")
     a.add_argument("--calib-data", help="corda/eva calibration text (default wiki)")
     a.add_argument("--calib-windows", type=positive_int, help="corda/eva calibration windows (default 32)")
     w = p.add_argument_group("what trains (default: an adapter)")
     w.add_argument("--full", action="store_true", default=None,
-                   help="train every weight; the run folder is then a Hugging Face model folder")
+                   help="train every weight; the run folder is then a Hugging Face model folder (default: an adapter)")
     w.add_argument("--lisa", action="store_true", default=None,
-                   help="train all weights but only a few sampled decoder blocks at a time (LISA; implies --full)")
+                   help="train all weights but only a few sampled decoder blocks at a time (LISA; implies --full; "
+                   "default: off)")
     w.add_argument("--lisa-layers", type=positive_int, help="LISA: blocks that train at a time (default 2)")
     w.add_argument("--lisa-interval", type=positive_int, help="LISA: steps between samplings (default 20)")
     o = p.add_argument_group("optimizer")
@@ -104,9 +107,10 @@ def register(sub: Any) -> None:
                         "step time; 'full' (or the bare flag) everything, ~0.5x for ~1.3x")
     t.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: mixed precision, the frozen model's matmuls in bfloat16 (default fp32)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run with the same settings (default: start a new run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder (default: refuse)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: show them)")
     p.set_defaults(func=run)
 
 

@@ -29,9 +29,10 @@ def register(sub: Any) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="merge config (YAML, mergekit's format)")
     p.add_argument("--out", required=True, help="output folder (a model folder, or an adapter folder)")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the plan without merging")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the plan without merging (default: merge)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (default: refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
     p.set_defaults(func=run)
 
 
