@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
 from torch import nn
 
 from rankwise.errors import RankwiseError
 from rankwise.eval.perplexity import hidden_and_head
 from rankwise.modules.lowrank import LowRankLinear
-from rankwise.train.trainable import Trainable
-
-HEAL_WEIGHTS = "heal.safetensors"
+from rankwise.train.trainable import WholeModelCheckpoints
 
 
 class _ChunkedKL(torch.autograd.Function):
@@ -115,7 +112,7 @@ def heal_parameters(model: nn.Module, norms: bool) -> dict[str, nn.Parameter]:
             if any(n.startswith(prefix + ".") for prefix in names) and p.is_floating_point()}
 
 
-class HealTrainable(Trainable):
+class HealTrainable(WholeModelCheckpoints):
     """The loop's view of healing: the factors (and optionally norms) train; checkpoints hold the model."""
 
     kind = "heal"
@@ -131,13 +128,6 @@ class HealTrainable(Trainable):
         model.requires_grad_(False)
         for p in heal_parameters(model, self.norms).values():
             p.requires_grad_(True)
-
-    def restore(self, model: nn.Module, checkpoint: Path) -> None:
-        load_model(model, str(checkpoint / HEAL_WEIGHTS))
-        self.prepare(model, torch.empty(0), False)
-
-    def write_checkpoint(self, model: nn.Module, folder: Path) -> None:
-        save_model(model, str(folder / HEAL_WEIGHTS))
 
 
 @dataclass

@@ -9,7 +9,6 @@ final norm, LM head) always trains, as in the paper. The sampled set is a pure f
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,6 +58,7 @@ class LisaTrainable(FullTrainable):
         self.config = config
         self.seed = seed
         self.active: list[int] = []
+        self.period = -1  # the sampling period the active blocks belong to; none yet
         self.history: list[list[int]] = []
 
     def check(self, model: nn.Module) -> None:
@@ -78,17 +78,16 @@ class LisaTrainable(FullTrainable):
             for p in params:
                 p.requires_grad_(False)
 
-    def restore(self, model: nn.Module, checkpoint: Path) -> None:
-        super().restore(model, checkpoint)
-        self.prepare(model, torch.empty(0), False)
-
     def parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         # The optimizer holds every weight; frozen ones get no gradient, so it keeps no state for them.
         return floating_parameters(model)
 
     def before_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        blocks, _ = block_parameters(model)
         period = step // self.config.interval
+        if period == self.period:  # the blocks change only at a period boundary (or after a resume)
+            return
+        self.period = period
+        blocks, _ = block_parameters(model)
         wanted = sampled_blocks(len(blocks), self.config.layers, self.seed, period)
         if wanted == self.active:
             return

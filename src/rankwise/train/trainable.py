@@ -70,10 +70,22 @@ def floating_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.is_floating_point()}
 
 
-class FullTrainable(Trainable):
-    """All weights train. Checkpoints hold the whole model (safetensors; tied tensors once); the run
-    folder is an ordinary Hugging Face model folder (config, weights, tokenizer) that `rw.load_model`
-    and ``transformers`` load."""
+class WholeModelCheckpoints(Trainable):
+    """Checkpoints hold every weight of the model (safetensors; tied tensors once); `restore` loads
+    them and marks the trainable set again with `prepare`. For strategies whose trainable tensors are
+    spread over the whole model (all weights, sampled blocks, a compressed model's factors)."""
+
+    def restore(self, model: nn.Module, checkpoint: Path) -> None:
+        load_model(model, str(checkpoint / FULL_WEIGHTS))
+        self.prepare(model, torch.empty(0), False)
+
+    def write_checkpoint(self, model: nn.Module, folder: Path) -> None:
+        save_model(model, str(folder / FULL_WEIGHTS))
+
+
+class FullTrainable(WholeModelCheckpoints):
+    """All weights train. The run folder is an ordinary Hugging Face model folder (config, weights,
+    tokenizer) that `rw.load_model` and ``transformers`` load."""
 
     kind = "full"
 
@@ -84,13 +96,6 @@ class FullTrainable(Trainable):
     def prepare(self, model: nn.Module, train_windows: torch.Tensor, progress: bool) -> None:
         for p in floating_parameters(model).values():
             p.requires_grad_(True)
-
-    def restore(self, model: nn.Module, checkpoint: Path) -> None:
-        load_model(model, str(checkpoint / FULL_WEIGHTS))
-        self.prepare(model, torch.empty(0), False)
-
-    def write_checkpoint(self, model: nn.Module, folder: Path) -> None:
-        save_model(model, str(folder / FULL_WEIGHTS))
 
     def write_final(self, model: nn.Module, tokenizer: Any, folder: Path) -> None:
         from rankwise.io.loading import MANIFEST_NAME
