@@ -38,6 +38,21 @@ def test_full_rank_correction_is_the_least_squares_solution() -> None:
     torch.testing.assert_close(f.reconstruct().double(), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_ridge_correction_is_the_penalised_least_squares_solution() -> None:
+    # argmin ‖W X − Ŵ X̃‖² + δ‖Ŵ − W‖²: augment X̃ with √δ·I and X with √δ·I, solve by lstsq.
+    W, X, Xt = _problem(6, T=40)  # fewer tokens than make an unregularised fit stable
+    ridge = 0.05
+    delta = ridge * float((Xt.double().square().sum(0)).mean())
+    eye = torch.eye(X.shape[1], dtype=torch.float64) * delta**0.5
+    ref = torch.linalg.lstsq(torch.cat([Xt.double(), eye]),
+                             torch.cat([X.double(), eye]) @ W.double().mT).solution.mT
+    got = corrected_factors(W, _stats(X, Xt), clamp=1e-12, ridge=ridge).reconstruct().double()
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # and a ridge pulls the fit towards W
+    plain = corrected_factors(W, _stats(X, Xt), clamp=1e-12).reconstruct().double()
+    assert (got - W.double()).norm() < (plain - W.double()).norm()
+
+
 @pytest.mark.parametrize("rank", [2, 6, 12])
 def test_truncated_correction_beats_whitening_and_perturbations(rank: int) -> None:
     W, X, Xt = _problem(1)

@@ -150,6 +150,39 @@ def test_a_fresh_clone_reuses_the_conversion_of_the_bundled_model(tmp_path: Path
     assert loading.cached_gguf_folder(clone) == folder
 
 
+@pytest.mark.integration
+def test_a_gguf_whose_tokenizer_adds_bos_gives_windows_that_start_with_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tokenizer.ggml.add_bos_token`` survives the conversion: the bundled file says false (no BOS);
+    a copy with that one byte set to true converts to a tokenizer that adds BOS, and every window starts
+    with it."""
+    import shutil
+
+    import gguf
+
+    from rankwise.data.windows import leading_bos
+
+    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
+    bundled = loading.BUNDLED_MODELS[loading.DEFAULT_MODEL]
+    original = bundled.package.file(bundled.gguf_file)
+    key = "tokenizer.ggml.add_bos_token"
+    field = gguf.GGUFReader(original).fields[key]
+    assert bool(field.parts[-1][0]) is False
+    flipped = tmp_path / "with-bos.gguf"
+    shutil.copyfile(original, flipped)
+    with open(flipped, "r+b") as fh:  # the value byte follows the key's length, the key and the value type
+        fh.seek(field.offset + 8 + len(key) + 4)
+        fh.write(b"\x01")
+    assert bool(gguf.GGUFReader(flipped).fields[key].parts[-1][0]) is True
+
+    tok = loading.load_tokenizer(loading.cached_gguf_folder(flipped))
+    bos = tok.bos_token_id
+    assert leading_bos(tok) == bos
+    wins = rw.data.windows("wiki", split="eval", seq_len=16, n=3, tokenizer=tok)
+    assert wins.shape == (3, 16) and (wins[:, 0] == bos).all() and (wins[:, 1:] != bos).all()
+    assert leading_bos(loading.load_tokenizer(loading.cached_gguf_folder(original))) is None
+
+
 def test_different_contents_get_different_conversions(tmp_path: Path, fake_conversion: list[Path]) -> None:
     a = _gguf(tmp_path / "a/model.gguf", b"x" * 4096)
     b = _gguf(tmp_path / "b/model.gguf", b"x" * 4095 + b"y")  # same size, last byte differs

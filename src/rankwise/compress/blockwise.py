@@ -51,7 +51,7 @@ class _Block:
             return None
         W = linear_at(self.model, name).weight.detach()
         if correct and isinstance(config, SVDLLM) and not is_singular(stats):
-            factors = corrected_factors(W, stats, config.clamp)
+            factors = corrected_factors(W, stats, config.clamp, config.correct_ridge)
         else:
             layer_stats = LayerStats(gram=stats.gram, fisher_rows=self.dec.stats[name].fisher_rows)
             factors = get_compressor(config.method).decompose(W, layer_stats, config)

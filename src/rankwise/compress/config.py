@@ -74,6 +74,9 @@ class SVDLLM(CompressConfig):
     correct: bool = Field(False, description="output-matching correction: match the dense outputs from the "
                           "compressed model's inputs, block by block (off by default: on SmolLM2 with few "
                           "calibration tokens per input channel it overfits; see the README)")
+    correct_ridge: float = Field(0.0, ge=0.0, description="correction only: δ = correct_ridge·mean(diag G̃) "
+                                 "pulls each corrected layer towards its dense weight (penalty δ‖Ŵ − W‖²), "
+                                 "against overfitting the calibration tokens")
 
 
 CONFIGS: dict[str, type[CompressConfig]] = {c.method: c for c in (SVD, ASVD, FWSVD, SVDLLM)}

@@ -13,6 +13,7 @@ import torch
 
 from rankwise.calib.matching import MatchingStats
 from rankwise.linalg.factors import Factors
+from rankwise.linalg.whiten import whitening
 
 
 def is_singular(stats: MatchingStats) -> bool:
@@ -20,16 +21,26 @@ def is_singular(stats: MatchingStats) -> bool:
     return stats.gram.count < stats.gram.dim
 
 
-def corrected_factors(W: torch.Tensor, stats: MatchingStats, clamp: float) -> Factors:
+def corrected_factors(W: torch.Tensor, stats: MatchingStats, clamp: float, ridge: float = 0.0) -> Factors:
     """All min(m, n) triplets of the whitened Ŵ*, W [m, n]; Σ_{i>r} S_i² is the error above the optimum.
 
-    G̃'s eigenvalues below ``clamp``·λ_max are raised to that floor (as in plain whitening); the raised
-    part D = G̃_floor − G̃ is added to C as well, i.e. as pseudo-tokens with x = x̃: along directions
-    the calibration barely saw, Ŵ* stays W instead of being pulled towards zero.
+    ``ridge`` adds δ = ridge·mean(diag G̃) to the diagonal of both G̃ and C: pseudo-tokens with x = x̃ along
+    every axis, i.e. the penalty δ‖Ŵ − W‖²_F (Tikhonov towards the dense weight). Without it, Ŵ* = W C G̃⁻¹
+    fits the calibration noise once the tokens per input channel are few (down_proj: n = 1536).
+    G̃'s eigenvalues below ``clamp``·λ_max are then raised to that floor (as in plain whitening); the
+    raised part is added to C as well, for the same reason: along directions the calibration barely
+    saw, Ŵ* stays W instead of being pulled towards zero.
     """
-    wh = stats.gram.whitener(clamp)
-    raised = wh.S @ wh.S.mT - stats.gram.gram
-    M = W.detach().to(torch.float64) @ (stats.cross + raised) @ wh.S_inv.mT
+    gram, cross = stats.gram.gram, stats.cross
+    if ridge > 0.0:
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+        delta = ridge * float(gram.diagonal().mean())
+        gram, cross = gram + delta * eye, cross + delta * eye
+        wh = whitening(gram, clamp)
+    else:
+        wh = stats.gram.whitener(clamp)  # cached: q/k/v share it
+    raised = wh.S @ wh.S.mT - gram
+    M = W.detach().to(torch.float64) @ (cross + raised) @ wh.S_inv.mT
     U, S, Vh = torch.linalg.svd(M.to(torch.float32), full_matrices=False)
     return Factors(U, S, (Vh.to(torch.float64) @ wh.S_inv).to(torch.float32))
 
