@@ -34,6 +34,22 @@ def test_full_rank_decomposition_reconstructs_the_weight(method: str) -> None:
         torch.testing.assert_close(f.reconstruct(), W, atol=2e-4, rtol=2e-4)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_spectra_alone_equal_the_factorizations_singular_values(method: str) -> None:
+    """decompose(factorize=False), what the blockwise pipeline allocates from, gives the same spectra
+    (the fast path of svd_llm: singular values without vectors) and no factors."""
+    from rankwise.compress.driver import decompose
+
+    model = tiny_llama(seed=2)
+    config = CONFIGS[method](ratio=0.3, sensitivity_windows=0)
+    full = decompose(model, config, calib=_calib(), batch_size=3, progress=False)
+    alone = decompose(model, config, calib=_calib(), batch_size=3, progress=False, factorize=False)
+    assert alone.factors == {} and len(full.factors) == len(full.names)
+    for a, b in zip(full.spectra, alone.spectra, strict=True):
+        assert a.name == b.name
+        torch.testing.assert_close(a.error_sq, b.error_sq, rtol=1e-4, atol=1e-6)
+
+
 def test_plain_svd_truncation_meets_eckart_young() -> None:
     model = tiny_llama(seed=2)
     W = model.model.layers[0].mlp.up_proj.weight.detach()

@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     before, cached_before = measure(model, eval_windows, not args.no_speed, "dense")
     eval_before = time.perf_counter() - t0
-    shared = decompose(model, configs[0], targets, calib)  # the dense calibration, shared by every ratio
+    # the dense calibration, shared by every ratio (spectra alone when every ratio factorizes block by block)
+    one_shot = any(pipeline_name(c) == "one_shot" for c in configs)
+    shared = decompose(model, configs[0], targets, calib, factorize=one_shot)
     teacher = copy.deepcopy(model) if args.heal_steps > 0 and len(configs) == 1 else model
     written: list[str] = []
     try:

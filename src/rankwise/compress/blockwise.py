@@ -95,7 +95,8 @@ def apply_blockwise(model: nn.Module, config: CompressConfig, targets: TargetSpe
     compressor = get_compressor(config.method)
     correct = isinstance(config, SVDLLM) and config.correct
     if dense is None:
-        dec = decompose(model, config, targets, calib, batch_size, progress)  # fails first on missing data
+        # spectra alone: every layer is factorized again below, from its statistics in the partly compressed model
+        dec = decompose(model, config, targets, calib, batch_size, progress, factorize=False)
     else:
         dec = Decomposition(config, dense.names, dense.factors, dense.spectra, dense.stats, dict(dense.timings))
     if calib is None or not compressor.needs_gram:
@@ -133,7 +134,9 @@ def apply_blockwise(model: nn.Module, config: CompressConfig, targets: TargetSpe
         compressed = advance(compressed, run_block(calibration_copy(layers[index], dtype), index, compressed))
     for name in dec.names:  # targets outside the decoder blocks: one-shot factors
         if name not in results:
-            results[name] = swap_layer(model, name, dec.factors[name], ranks[name], stats_error(dec.stats[name]))
+            factors = dec.factors.get(name) or compressor.decompose(linear_at(model, name).weight.detach(),
+                                                                    dec.stats[name], config)
+            results[name] = swap_layer(model, name, factors, ranks[name], stats_error(dec.stats[name]))
     dec.timings["correction" if correct else "sequential"] = time.perf_counter() - t0
     report = build_report(dec, config.ratio, [results[n] for n in dec.names], params_before, model,
                           error_kind="output-matching" if correct else None)

@@ -70,8 +70,13 @@ def collect_stats(model: nn.Module, compressor: Compressor, names: list[str], ca
 
 
 def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "all-linear",
-              calib: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True) -> Decomposition:
-    """Statistics and full factorizations of every target (the expensive, ratio-independent part)."""
+              calib: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True,
+              factorize: bool = True) -> Decomposition:
+    """Statistics and full factorizations of every target (the expensive, ratio-independent part).
+
+    ``factorize=False`` computes the spectra alone (``factors`` stays empty): enough to allocate ranks
+    when a later pass factorizes each layer again, as the blockwise pipeline does.
+    """
     compressor = get_compressor(config.method)
     get_allocator(config.alloc)  # fail on a bad allocator name before any long work
     names = select_targets(model, targets)
@@ -83,19 +88,22 @@ def decompose(model: nn.Module, config: CompressConfig, targets: TargetSpec = "a
                                        resolve_precision(config.calib_precision, model))
     t1 = time.perf_counter()
 
-    def one(name: str) -> tuple[Factors, MatrixSpectrum]:
+    def one(name: str) -> tuple[Factors | None, MatrixSpectrum]:
         with torch.no_grad():
             W = linear_at(model, name).weight.detach()
-            f = compressor.decompose(W, stats[name], config)
-            if not (torch.isfinite(f.U).all() and torch.isfinite(f.S).all() and torch.isfinite(f.Vh).all()):
+            f = compressor.decompose(W, stats[name], config) if factorize else None
+            S = f.S if f is not None else compressor.spectrum(W, stats[name], config)
+            if not (torch.isfinite(S).all() and (f is None or (torch.isfinite(f.U).all()
+                                                               and torch.isfinite(f.Vh).all()))):
                 raise RankwiseError(f"decomposition of {name} is not finite; check the model and calibration data")
-            weight_sv = singular_values(W) if config.alloc == "welore" else f.S
-            return f, MatrixSpectrum(name, W.shape[0], W.shape[1], f.S.double().square(), weight_sv,
+            weight_sv = singular_values(W) if config.alloc == "welore" else S
+            return f, MatrixSpectrum(name, W.shape[0], W.shape[1], S.double().square(), weight_sv,
                                      sensitivity.get(name))
 
-    with tqdm(total=len(names), desc="decomposition", disable=not progress, unit="matrix") as bar:
+    desc = "decomposition" if factorize else "spectra"
+    with tqdm(total=len(names), desc=desc, disable=not progress, unit="matrix") as bar:
         done = parallel_map(one, names, on_done=bar.update)
-    factors = {name: f for name, (f, _) in zip(names, done, strict=True)}
+    factors = {name: f for name, (f, _) in zip(names, done, strict=True) if f is not None}
     spectra = [spectrum for _, spectrum in done]
     return Decomposition(config, names, factors, spectra, stats,
                          {"calibration": t1 - t0, "decomposition": time.perf_counter() - t1})

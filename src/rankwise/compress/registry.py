@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 #: ``decompose(W [m, n], stats, config) -> Factors`` with all min(m, n) triplets, descending S, and
 #: S² the method's error curve: truncating at r costs Σ_{i>r} S_i² (in the method's own metric).
 DecomposeFn = Callable[[torch.Tensor, "LayerStats", "CompressConfig"], Factors]
+#: ``spectrum(W [m, n], stats, config) -> S [min(m, n)]``: ``decompose(...).S`` without the singular vectors.
+SpectrumFn = Callable[[torch.Tensor, "LayerStats", "CompressConfig"], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,14 @@ class Compressor:
     decompose: DecomposeFn
     needs_gram: bool
     needs_fisher: bool
+    #: faster path for allocation alone (the blockwise pipeline recomputes every factorization anyway)
+    spectrum_fn: SpectrumFn | None = None
+
+    def spectrum(self, W: torch.Tensor, stats: LayerStats, config: CompressConfig) -> torch.Tensor:
+        """The method's singular values S [min(m, n)] of W [m, n], descending."""
+        if self.spectrum_fn is not None:
+            return self.spectrum_fn(W, stats, config)
+        return self.decompose(W, stats, config).S
 
 
 COMPRESSORS: dict[str, Compressor] = {}
