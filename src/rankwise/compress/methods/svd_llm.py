@@ -21,7 +21,8 @@ def spectrum_svd_llm(W: torch.Tensor, stats: LayerStats, config: CompressConfig)
     """The whitened singular values alone, [min(m, n)]: what allocation needs, several times cheaper."""
     assert isinstance(config, SVDLLM) and stats.gram is not None
     whitened = W.detach().to(torch.float64) @ stats.gram.whitener(config.clamp).S
-    return torch.linalg.svdvals(whitened.to(torch.float32))
+    values: torch.Tensor = torch.linalg.svdvals(whitened.to(torch.float32))
+    return values
 
 
 register(Compressor("svd_llm", SVDLLM, decompose_svd_llm, needs_gram=True, needs_fisher=False,
