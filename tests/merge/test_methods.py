@@ -174,6 +174,25 @@ def test_iso_cts_is_isotropic_and_reduces_to_iso_c_without_task_subspaces() -> N
                                rw.merge.get("iso_c")(base, xs), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["iso_c", "iso_cts"])
+def test_isotropic_merges_of_low_rank_task_vectors_flatten_only_their_real_directions(method: str) -> None:
+    """Two rank-2 task vectors in a 40x64 matrix (as LoRA fine-tunes give): the merged update is isotropic
+    on at most the sum's 4 directions and about as large as the sum, not shrunk by averaging 36 zeros
+    into σ̄ and spread over directions of rounding noise. Iso-C's σ̄ is exactly the mean of the four."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(40, 64, generator=g)
+    deltas = [torch.randn(40, 2, generator=g) @ torch.randn(2, 64, generator=g) for _ in range(2)]
+    total = (deltas[0] + deltas[1]).double()
+    got = rw.merge.get(method)(base, [base + d for d in deltas])
+    s = torch.linalg.svdvals((got - base).double())
+    kept = s[s > 1e-3 * s[0]]
+    assert 3 <= kept.numel() <= 4 and float(s[4:].max()) < 1e-4 * float(s[0])
+    torch.testing.assert_close(kept, torch.full_like(kept, float(kept.mean())), rtol=1e-4, atol=1e-5)
+    if method == "iso_c":
+        assert float(kept.mean()) == pytest.approx(float(torch.linalg.svdvals(total)[:4].mean()), rel=1e-4)
+    assert 0.5 < float(s.norm() / total.norm()) < 1.5
+
+
 def test_regmean_is_the_least_squares_merge_of_layer_outputs() -> None:
     g = torch.Generator().manual_seed(4)
     Xs = [torch.randn(50, 6, generator=g) * torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0, 1.0]) for _ in range(2)]

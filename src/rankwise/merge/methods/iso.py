@@ -6,6 +6,11 @@ Iso-CTS: the top k = ⌊common_fraction · r⌋ directions of Δ form the common
 contributes its top (r − k)/T directions of the part of wᵢτᵢ orthogonal to it; the stacked bases are
 decorrelated (nearest orthonormal columns) and reassembled with the isotropic σ̄ of all kept values.
 Tensors that are not matrices take the mean task vector.
+
+Both flatten over the numerical rank of the summed task matrix, not all min(m, n) values: a sum of
+LoRA task vectors has rank ≤ Σ rᵢ, and averaging its spectrum with hundreds of zeros would shrink
+every real direction to a few per cent of its size (the merge then barely leaves the base) while
+spreading that σ̄ over directions that are only rounding noise.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 
 from rankwise.linalg import svd
 from rankwise.merge.methods.base import MergeMethod, Param, register
-from rankwise.merge.methods.subspace import mean_task_vector, orthonormalize
+from rankwise.merge.methods.subspace import mean_task_vector, numerical_rank, orthonormalize
 
 
 def _weighted_deltas(base: torch.Tensor, tensors: list[torch.Tensor],
@@ -35,7 +40,8 @@ def iso_c(base: torch.Tensor | None, tensors: list[torch.Tensor], models: list[d
     for d in deltas[1:]:
         total.add_(d)
     f = svd(total)
-    return base.add_(f.U @ f.Vh, alpha=scale * float(f.S.mean()))
+    r = numerical_rank(f.S, tuple(total.shape))
+    return base.add_(f.U[:, :r] @ f.Vh[:r], alpha=scale * float(f.S[:r].mean()))
 
 
 def iso_cts(base: torch.Tensor | None, tensors: list[torch.Tensor], models: list[dict[str, Any]],
@@ -45,9 +51,14 @@ def iso_cts(base: torch.Tensor | None, tensors: list[torch.Tensor], models: list
     if base.ndim != 2:
         return mean_task_vector(base, tensors, models, scale)
     deltas = _weighted_deltas(base, tensors, models)
-    full = min(base.shape)
+    total = deltas[0].clone()
+    for d in deltas[1:]:
+        total.add_(d)
+    spectrum = torch.linalg.svdvals(total)
+    full = numerical_rank(spectrum, tuple(total.shape))  # min(m, n) for full fine-tunes
     k = max(1, min(full, int(float(shared["common_fraction"]) * full)))
-    common = svd(torch.stack(deltas).sum(0), k)
+    common = svd(total, k)
+    del total
     per_task = (full - k) // len(deltas)
     Us, Ss, Vs = [common.U], [common.S], [common.Vh]
     if per_task > 0:

@@ -23,3 +23,16 @@ def mean_task_vector(base: torch.Tensor, tensors: list[torch.Tensor], models: li
     for t, m in zip(tensors[1:], models[1:], strict=True):
         total.add_(t.sub_(base), alpha=float(m["weight"]))
     return base.add_(total, alpha=scale / len(tensors))
+
+
+def numerical_rank(S: torch.Tensor, shape: tuple[int, ...]) -> int:
+    """How many of the descending singular values ``S`` of an [m, n] matrix stand above rounding noise:
+    S_i > S_0 · max(m, n) · ε of the dtype (numpy's ``matrix_rank`` rule), at least 1.
+
+    Task vectors of LoRA fine-tunes have rank ≤ r (8 or 16) out of min(m, n) = 576; their other
+    singular values are the rounding noise of W' − W, not directions the task moved.
+    """
+    if S.numel() == 0 or float(S[0]) == 0.0:
+        return max(1, S.numel())
+    tolerance = float(S[0]) * max(shape) * torch.finfo(S.dtype).eps
+    return max(1, int((tolerance < S).sum()))
