@@ -51,6 +51,9 @@ def register(sub: Any) -> None:
     p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=None,
                    help="svd_llm: output-matching correction, each layer matching the dense model's outputs from "
                         "the compressed model's inputs, block by block (default: off)")
+    p.add_argument("--correct-ridge", type=float, default=None,
+                   help="with --correct: pull each corrected layer towards its dense weight by this multiple of "
+                        "the mean input energy (default: the method's own setting)")
     p.add_argument("--heal-steps", type=int, default=0,
                    help="after compressing, train the low-rank factors this many steps to match the dense model's "
                         "next-token distributions (default 0: no healing)")
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     ratios = parse_ratios(args.ratio)
     get_compressor(args.method)
     get_allocator(args.alloc)
-    if args.heal_steps < 0 or args.heal_lr <= 0:
+    if args.heal_steps < 0 or not args.heal_lr > 0:  # `not >` also refuses nan
         raise RankwiseError("--heal-steps must be >= 0 and --heal-lr > 0; e.g. --heal-steps 200 --heal-lr 1e-4")
     folders = output_folders(args.out, ratios)
     for folder in folders:
@@ -141,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
             raise RankwiseError(f"--correct/--no-correct applies to --method svd_llm only, not '{args.method}'; "
                                 "drop the option or use svd_llm")
         extra["correct"] = args.correct
+    if args.correct_ridge is not None:
+        if args.method != "svd_llm" or not (args.correct_ridge >= 0):
+            raise RankwiseError(f"--correct-ridge must be a number >= 0 with --method svd_llm, got "
+                                f"{args.correct_ridge} with '{args.method}'; e.g. --correct --correct-ridge 0.01")
+        extra["correct_ridge"] = args.correct_ridge
     configs = [config_class(ratio=r, alloc=args.alloc, rank_multiple=args.rank_multiple, **extra) for r in ratios]
     check_seq_len(model_config(args.model), args.seq_len)
 
