@@ -39,18 +39,24 @@ def test_full_rank_correction_is_the_least_squares_solution() -> None:
 
 
 def test_ridge_correction_is_the_penalised_least_squares_solution() -> None:
-    # argmin ‖W X − Ŵ X̃‖² + δ‖Ŵ − W‖²: augment X̃ with √δ·I and X with √δ·I, solve by lstsq.
-    W, X, Xt = _problem(6, T=40)  # fewer tokens than make an unregularised fit stable
+    # argmin ‖W X − Ŵ X̃‖² + δ Σ_j G̃_jj ‖(Ŵ − W)_j‖²: augment X̃ and X with diag(√(δ G̃_jj)), solve by lstsq.
+    W, X, Xt = _problem(6, T=40)  # few tokens: the unregularised fit is noisy
     ridge = 0.05
-    delta = ridge * float((Xt.double().square().sum(0)).mean())
-    eye = torch.eye(X.shape[1], dtype=torch.float64) * delta**0.5
-    ref = torch.linalg.lstsq(torch.cat([Xt.double(), eye]),
-                             torch.cat([X.double(), eye]) @ W.double().mT).solution.mT
+    pseudo = torch.diag((ridge * Xt.double().square().sum(0)).sqrt())
+    ref = torch.linalg.lstsq(torch.cat([Xt.double(), pseudo]),
+                             torch.cat([X.double(), pseudo]) @ W.double().mT).solution.mT
     got = corrected_factors(W, _stats(X, Xt), clamp=1e-12, ridge=ridge).reconstruct().double()
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
-    # and a ridge pulls the fit towards W
     plain = corrected_factors(W, _stats(X, Xt), clamp=1e-12).reconstruct().double()
-    assert (got - W.double()).norm() < (plain - W.double()).norm()
+    assert (got - W.double()).norm() < (plain - W.double()).norm()  # pulled towards W
+
+
+def test_a_huge_ridge_gives_sequential_whitening_and_truncates_in_the_compressed_inputs_metric() -> None:
+    W, X, Xt = _problem(7)
+    stats = _stats(X, Xt)
+    got = corrected_factors(W, stats, clamp=1e-12, ridge=1e9).truncate(5).reconstruct()
+    ref = whitened_factors(W, stats.gram.whitener(1e-12)).truncate(5).reconstruct()
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("rank", [2, 6, 12])

@@ -52,8 +52,9 @@ def register(sub: Any) -> None:
                    help="svd_llm: output-matching correction, each layer matching the dense model's outputs from "
                         "the compressed model's inputs, block by block (default: off)")
     p.add_argument("--correct-ridge", type=float, default=None,
-                   help="with --correct: pull each corrected layer towards its dense weight by this multiple of "
-                        "the mean input energy (default: the method's own setting)")
+                   help="with --correct: pull each corrected layer's input channels towards the dense weight by "
+                        "this multiple of their energy, against overfitting the calibration tokens (0: exact "
+                        "correction; default: the method's own setting)")
     p.add_argument("--heal-steps", type=int, default=0,
                    help="after compressing, train the low-rank factors this many steps to match the dense model's "
                         "next-token distributions (default 0: no healing)")

@@ -74,9 +74,9 @@ class SVDLLM(CompressConfig):
     correct: bool = Field(False, description="output-matching correction: match the dense outputs from the "
                           "compressed model's inputs, block by block (off by default: on SmolLM2 with few "
                           "calibration tokens per input channel it overfits; see the README)")
-    correct_ridge: float = Field(0.0, ge=0.0, description="correction only: δ = correct_ridge·mean(diag G̃) "
-                                 "pulls each corrected layer towards its dense weight (penalty δ‖Ŵ − W‖²), "
-                                 "against overfitting the calibration tokens")
+    correct_ridge: float = Field(0.0, ge=0.0, description="correction only: penalty δ Σ_j G̃_jj ‖(Ŵ − W)_j‖² "
+                                 "pulling each corrected layer's input channels towards the dense weight, in "
+                                 "proportion to their energy (0: exact correction; large: sequential mode)")
 
 
 CONFIGS: dict[str, type[CompressConfig]] = {c.method: c for c in (SVD, ASVD, FWSVD, SVDLLM)}

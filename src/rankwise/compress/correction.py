@@ -13,7 +13,6 @@ import torch
 
 from rankwise.calib.matching import MatchingStats
 from rankwise.linalg.factors import Factors
-from rankwise.linalg.whiten import whitening
 
 
 def is_singular(stats: MatchingStats) -> bool:
@@ -24,23 +23,29 @@ def is_singular(stats: MatchingStats) -> bool:
 def corrected_factors(W: torch.Tensor, stats: MatchingStats, clamp: float, ridge: float = 0.0) -> Factors:
     """All min(m, n) triplets of the whitened Ŵ*, W [m, n]; Σ_{i>r} S_i² is the error above the optimum.
 
-    ``ridge`` adds δ = ridge·mean(diag G̃) to the diagonal of both G̃ and C: pseudo-tokens with x = x̃ along
-    every axis, i.e. the penalty δ‖Ŵ − W‖²_F (Tikhonov towards the dense weight). Without it, Ŵ* = W C G̃⁻¹
-    fits the calibration noise once the tokens per input channel are few (down_proj: n = 1536).
-    G̃'s eigenvalues below ``clamp``·λ_max are then raised to that floor (as in plain whitening); the
-    raised part is added to C as well, for the same reason: along directions the calibration barely
-    saw, Ŵ* stays W instead of being pulled towards zero.
+    ``ridge`` = δ estimates the target with the penalty δ Σ_j G̃_jj ‖(Ŵ − W)_{:, j}‖², each input channel
+    pulled towards the dense weight in proportion to its own energy: Ŵ*_δ = W (C + δD)(G̃ + δD)⁻¹ with
+    D = diag(G̃), pseudo-tokens x = x̃ along every axis. Without it, W C G̃⁻¹ fits the calibration noise
+    once the tokens per input channel are few (down_proj: n = 1536). The truncation still measures error
+    on the compressed model's own inputs (whitening with G̃), so δ → ∞ gives sequential mode's factors
+    (SVD-LLM with X̃) and δ = 0 the exact correction.
+
+    With δ = 0, G̃'s eigenvalues below ``clamp``·λ_max are raised to that floor (as in plain whitening);
+    the raised part is added to C as well, for the same reason: along directions the calibration
+    barely saw, Ŵ* stays W instead of being pulled towards zero.
     """
-    gram, cross = stats.gram.gram, stats.cross
+    wh = stats.gram.whitener(clamp)  # cached: q/k/v share it
+    Wd = W.detach().to(torch.float64)
     if ridge > 0.0:
-        eye = torch.eye(gram.shape[0], dtype=gram.dtype)
-        delta = ridge * float(gram.diagonal().mean())
-        gram, cross = gram + delta * eye, cross + delta * eye
-        wh = whitening(gram, clamp)
+        gram = stats.gram.gram
+        diag = gram.diagonal()
+        D = torch.diag(ridge * diag.clamp_min(clamp * float(diag.max().clamp_min(1e-300))))
+        # Ŵ*_δ = W (C + D)(G̃ + D)⁻¹, i.e. solve (G̃ + D) Ŵ*ᵀ = (C + D)ᵀ Wᵀ (G̃ + D is symmetric)
+        target = torch.linalg.solve(gram + D, (stats.cross + D).mT @ Wd.mT).mT
+        M = target @ wh.S
     else:
-        wh = stats.gram.whitener(clamp)  # cached: q/k/v share it
-    raised = wh.S @ wh.S.mT - gram
-    M = W.detach().to(torch.float64) @ (cross + raised) @ wh.S_inv.mT
+        raised = wh.S @ wh.S.mT - stats.gram.gram
+        M = Wd @ (stats.cross + raised) @ wh.S_inv.mT
     U, S, Vh = torch.linalg.svd(M.to(torch.float32), full_matrices=False)
     return Factors(U, S, (Vh.to(torch.float64) @ wh.S_inv).to(torch.float32))
 
