@@ -8,12 +8,15 @@ Prints, from one run:
      ratio, full protocol, with compressed/dense perplexity ratios and default/reference ratio;
   2. compression wall and CPU time of the default (calibration + decomposition + correction, no evaluation);
   3. prefill/decode speed of the 40 % model against dense (or why none is given on a loaded machine);
-  4. the ablation: which of correction, sequential mode and allocation each gain comes from, one row each
-     (full protocol): one-shot + global (the default), sequential + global, correction + uniform,
-     correction + global;
+  4. the ablation: which of correction, sequential mode, allocation and healing each gain comes from, one
+     row each (full protocol, one shared dense calibration): one-shot + global, one-shot + uniform,
+     sequential + global, correction + uniform, correction + global, correction with each --ridges value,
+     and with --heal-steps N the default followed by N healing steps (KL to the dense model on the wiki
+     calibration windows);
   5. the grid: every method x allocator x ratio (+ sequential vs one-shot) on --grid-tokens of wiki eval.
 
-Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4] [--grid-tokens 4096] [--no-grid] [--no-ablation]
+Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4,0.6] [--heal-steps 100] [--ridges 0.1,1]
+         [--grid-tokens 4096] [--no-grid] [--no-headline] [--no-ablation]
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import torch
 import rankwise as rw
 from rankwise.cli.compress import DEFAULT_ALLOC, DEFAULT_METHOD
 from rankwise.compress import CONFIGS, decompose, realize
+from rankwise.compress.blockwise import apply_blockwise
+from rankwise.compress.pipeline import pipeline_name
 
 SEQUENTIAL_DEFAULT = rw.compress.SVDLLM.model_fields["sequential"].default
 CORRECT_DEFAULT = rw.compress.SVDLLM.model_fields["correct"].default
@@ -47,6 +52,8 @@ def main() -> None:
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--heal-steps", type=int, default=0,
                         help="also a row with the default followed by this many healing steps (0: none)")
+    parser.add_argument("--ridges", default="",
+                        help="also ablation rows with correction at these --correct-ridge values (comma list)")
     parser.add_argument("--sequential-methods", default="svd_llm",
                         help="methods also run sequentially in the grid (each sequential cell recalibrates)")
     parser.add_argument("--sequential-allocs", default="uniform,global")
@@ -61,7 +68,8 @@ def main() -> None:
     if not args.no_headline:
         headline(model, calib, evals, dense, ratios)
     if not args.no_ablation:
-        ablation(model, calib, evals, dense, ratios, args.heal_steps)
+        ablation(model, calib, evals, dense, ratios, args.heal_steps,
+                 [float(r) for r in args.ridges.split(",") if r])
     if not args.no_grid:
         grid(model, calib, evals, ratios, args)
 
@@ -114,7 +122,8 @@ def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
 
 # label -> SVDLLM settings; each row changes one thing against its neighbour
 ABLATION: dict[str, dict[str, Any]] = {
-    "one-shot, global (default)": {"correct": False, "sequential": False, "alloc": "global"},
+    "one-shot, global": {"correct": False, "sequential": False, "alloc": "global"},
+    "one-shot, uniform": {"correct": False, "sequential": False, "alloc": "uniform"},
     "sequential, global": {"correct": False, "sequential": True, "alloc": "global"},
     "correction, uniform": {"correct": True, "alloc": "uniform"},
     "correction, global": {"correct": True, "alloc": "global"},
@@ -122,24 +131,46 @@ ABLATION: dict[str, dict[str, Any]] = {
 
 
 def ablation(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], dense: dict[str, float],
-             ratios: list[float], heal_steps: int) -> None:
-    print("\nablation (svd_llm; compressed/dense perplexity; compression wall/CPU s without evaluation)")
-    print(f"{'ratio':>5}  {'pipeline, allocation':<38} {'wiki':>8} {'c4':>8} {'wall':>7} {'cpu':>7}")
+             ratios: list[float], heal_steps: int, ridges: list[float]) -> None:
+    """One row per pipeline/allocation/correction setting at each ratio, all from one dense calibration
+    (`decompose` is ratio-independent); the time column is what each row adds to it."""
+    t0 = time.perf_counter()
+    shared = decompose(model, rw.compress.SVDLLM(ratio=ratios[0], alloc="global"), calib=calib, progress=False)
+    print(f"\nablation (svd_llm; compressed/dense perplexity; one shared dense calibration + spectra: "
+          f"{time.perf_counter() - t0:.1f} s; the s column is what each row adds)")
+    print(f"{'ratio':>5}  {'pipeline, allocation':<44} {'wiki':>8} {'c4':>8} {'s':>7}")
     rows = dict(ABLATION)
-    if heal_steps:
-        rows[f"correction, global + {heal_steps} healing steps"] = {"correct": True, "alloc": "global"}
+    for ridge in ridges:
+        rows[f"correction (ridge {ridge:g}), global"] = {"correct": True, "alloc": "global", "correct_ridge": ridge}
     for ratio in ratios:
         for label, settings in rows.items():
+            config = rw.compress.SVDLLM(ratio=ratio, **settings)
             work = copy.deepcopy(model)
-            t0, c0 = time.perf_counter(), time.process_time()
-            rw.compress.apply(work, rw.compress.SVDLLM(ratio=ratio, **settings), calib=calib, progress=False)
-            if "healing" in label:  # wiki calib windows, the same text the statistics came from
-                print("  " + rw.compress.heal(work, model, calib, steps=heal_steps, progress=False).line())
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            r = {s: ppl(work, w) / dense[s] for s, w in evals.items()}
-            print(f"{ratio:>5.2f}  {label:<38} {r['wiki']:>7.2f}x {r['c4']:>7.2f}x {wall:>7.1f} {cpu:>7.1f}",
-                  flush=True)
+            t0 = time.perf_counter()
+            if pipeline_name(config) == "one_shot":
+                realize(work, dataclasses.replace(shared, config=config), ratio, progress=False)
+            else:
+                apply_blockwise(work, config, "all-linear", calib, 8, False, dense=shared)
+            seconds = time.perf_counter() - t0
+            _ablation_row(ratio, label + (" (default)" if label == HEALED_FROM else ""), work, evals, dense, seconds)
+            if heal_steps and label == HEALED_FROM:
+                t0 = time.perf_counter()
+                healed = rw.compress.heal(work, model, calib, steps=heal_steps, progress=False)
+                print("       " + healed.line())
+                _ablation_row(ratio, f"{label} + {heal_steps} healing steps", work, evals, dense,
+                              time.perf_counter() - t0)
             del work
+
+
+#: the ablation row of rankwise's default settings, which healing continues from
+HEALED_FROM = next(label for label, s in ABLATION.items() if s["alloc"] == DEFAULT_ALLOC
+                   and s["correct"] == CORRECT_DEFAULT and s.get("sequential", False) == SEQUENTIAL_DEFAULT)
+
+
+def _ablation_row(ratio: float, label: str, work: torch.nn.Module, evals: dict[str, torch.Tensor],
+                  dense: dict[str, float], seconds: float) -> None:
+    r = {s: ppl(work, w) / dense[s] for s, w in evals.items()}
+    print(f"{ratio:>5.2f}  {label:<44} {r['wiki']:>7.2f}x {r['c4']:>7.2f}x {seconds:>7.1f}", flush=True)
 
 
 def grid(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], ratios: list[float],

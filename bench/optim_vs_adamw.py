@@ -5,9 +5,11 @@ Every row trains all weights on the same `wiki` calib windows (batch × seq toke
 data order) with the same LR schedule (linear warm-up over 10 % of the steps, then cosine to 10 %), at
 the same rank, update gap and scale for every low-rank optimizer. Each row runs in its own subprocess so
 that its peak RSS is its own. Columns: optimizer-state bytes (`rankwise.optim.state_bytes`, projectors
-included) and their ratio to AdamW's; peak RSS; median and slowest training step (forward + backward +
-optimizer step) and the median optimizer step alone; train loss over the last steps; held-out wiki eval
-loss after training.
+included) and their ratio to AdamW's; peak RSS; median training step (forward + backward + optimizer
+step), the first step (it allocates every buffer and the optimizer state, for AdamW as well, and
+computes the first subspaces) and the slowest later step, where the subspaces are recomputed, with its
+ratio to the median; the median optimizer step alone; train loss over the last steps; held-out wiki
+eval loss after training. Then each row's median step and held-out loss against AdamW's.
 
 The peers are bench-only, never a dependency: install them where they cannot pull another torch, e.g.
 
@@ -141,7 +143,11 @@ def measure(row: str, args: argparse.Namespace) -> dict[str, Any]:
             count += chunk.numel()
     tail = max(1, args.steps // 10)
     return {"state_bytes": state_bytes(opt), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "median_step_s": statistics.median(step_s), "slowest_step_s": max(step_s),
+            "median_step_s": statistics.median(step_s), "slowest_step_s": max(step_s), "first_step_s": step_s[0],
+            # after the first step (which allocates every buffer and state, for AdamW too): what a
+            # subspace refresh costs in steady state
+            "slowest_later_s": max(step_s[1:], default=float("nan")),
+            "slowest_later_at": max(range(1, len(step_s)), key=step_s.__getitem__, default=0),
             "median_opt_s": statistics.median(opt_s), "first_opt_s": opt_s[0],
             "train_loss": statistics.fmean(losses[-tail:]), "eval_loss": total / count,
             "threads": torch.get_num_threads()}
@@ -200,7 +206,8 @@ def _print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
           f"tokens, lr {args.lr} (warm-up + cosine), rank {args.rank}, update gap {args.gap}, scale {args.scale}; "
           f"held-out loss on {args.eval_windows} wiki eval windows; {ran[0]['threads'] if ran else '?'} threads")
     head = (f"{'row':<22}{'state MB':>10}{'vs AdamW':>10}{'peak RSS MB':>13}{'median step s':>15}"
-            f"{'slowest s':>11}{'median opt s':>14}{'train loss':>12}{'eval loss':>11}")
+            f"{'first step s':>14}{'slowest later s (step)':>24}{'/median':>9}{'median opt s':>14}"
+            f"{'train loss':>12}{'eval loss':>11}")
     print(head)
     print("-" * len(head))
     for row, r in results.items():
@@ -209,8 +216,17 @@ def _print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
             continue
         ratio = f"{r['state_bytes'] / base:.3f}x" if base else "-"
         print(f"{row:<22}{r['state_bytes'] / 2**20:>10.1f}{ratio:>10}{r['peak_rss_mb']:>13.0f}"
-              f"{r['median_step_s']:>15.2f}{r['slowest_step_s']:>11.2f}{r['median_opt_s']:>14.3f}"
+              f"{r['median_step_s']:>15.2f}{r['first_step_s']:>14.2f}"
+              f"{r['slowest_later_s']:>18.2f} ({r['slowest_later_at']:>3})"
+              f"{r['slowest_later_s'] / r['median_step_s']:>8.2f}x{r['median_opt_s']:>14.3f}"
               f"{r['train_loss']:>12.4f}{r['eval_loss']:>11.4f}")
+    adamw = results.get("adamw", {})
+    if "eval_loss" in adamw:
+        print("\nagainst AdamW: median step ratio, held-out loss difference")
+        for row, r in results.items():
+            if row != "adamw" and "skipped" not in r:
+                print(f"  {row:<22}{r['median_step_s'] / adamw['median_step_s']:>6.2f}x"
+                      f"{100 * (r['eval_loss'] / adamw['eval_loss'] - 1):>+8.2f} %")
 
 
 if __name__ == "__main__":
