@@ -18,7 +18,9 @@ The peers are bench-only, never a dependency: install them where they cannot pul
     /work/bench-venv/bin/pip install --no-deps galore-torch==1.0 apollo-torch==1.0.3 bitsandbytes
 
 A peer row runs under /work/bench-venv's python when that exists (else this one) and is skipped with the
-reason printed when its package is missing.
+reason printed when its package is missing. The peers project the decoder blocks' matrices only (their
+READMEs' recipe), rankwise's rows every 2-D weight including the (tied) embedding; the ``_blocks`` rows
+run rankwise with the peers' scope, for a comparison at the same rank and the same projected set.
 
     PYTHONPATH=src .venv/bin/python bench/optim_vs_adamw.py [--steps 100] [--gap 50] [--rows adamw,rankwise_dct]
 """
@@ -40,7 +42,7 @@ from typing import Any
 
 BENCH_VENV = Path(os.environ.get("RANKWISE_BENCH_VENV", "/work/bench-venv"))
 ROWS = ["adamw", "galore", "apollo", "rankwise_svd", "rankwise_randomized", "rankwise_dct", "rankwise_random",
-        "lisa"]
+        "rankwise_svd_blocks", "rankwise_dct_blocks", "rankwise_random_blocks", "lisa"]
 PEER_ROWS = {"galore": "galore_torch", "apollo": "apollo_torch"}
 
 
@@ -68,8 +70,13 @@ def _optimizer(row: str, model: Any, args: argparse.Namespace) -> tuple[Any, Cal
     if row.startswith("rankwise_"):
         from rankwise.optim import LowRankAdamW
 
-        opt = LowRankAdamW(model.parameters(), lr=args.lr, rank=args.rank, update_gap=args.gap,
-                           projector=row.removeprefix("rankwise_"), scale=args.scale)
+        projector = row.removeprefix("rankwise_").removesuffix("_blocks")
+        params: Any = model.parameters()
+        if row.endswith("_blocks"):  # the peers' scope: embedding, head and norms keep full AdamW state
+            inside, rest = _block_linear_weights(model)
+            params = [{"params": rest, "lowrank": False}, {"params": inside}]
+        opt = LowRankAdamW(params, lr=args.lr, rank=args.rank, update_gap=args.gap, projector=projector,
+                           scale=args.scale)
         return opt, no_hook
     if row in PEER_ROWS:
         try:
