@@ -8,7 +8,8 @@ method runs in its own subprocess so that its peak RSS is its own. Columns: trai
 median step time, held-out tinystories perplexity (what it learned) and wiki eval perplexity (what it
 forgot), next to the base model's.
 
-    PYTHONPATH=src python bench/adapt_domain.py [--steps 40] [--jobs 2] [--batch-size 2] [--seq-len 256] [--eval-tokens 4096]
+    PYTHONPATH=src python bench/adapt_domain.py [--steps 40] [--jobs 2] [--batch-size 2] [--seq-len 256]
+        [--eval-tokens 4096]
 """
 
 from __future__ import annotations
