@@ -8,6 +8,7 @@ from rankwise.calib.stats import LayerStats
 from rankwise.compress.config import SVDLLM, CompressConfig
 from rankwise.compress.registry import Compressor, register
 from rankwise.linalg.factors import Factors
+from rankwise.linalg.metrics import singular_values
 from rankwise.linalg.whiten import whitened_factors
 
 
@@ -20,9 +21,7 @@ def decompose_svd_llm(W: torch.Tensor, stats: LayerStats, config: CompressConfig
 def spectrum_svd_llm(W: torch.Tensor, stats: LayerStats, config: CompressConfig) -> torch.Tensor:
     """The whitened singular values alone, [min(m, n)]: what allocation needs, several times cheaper."""
     assert isinstance(config, SVDLLM) and stats.gram is not None
-    whitened = W.detach().to(torch.float64) @ stats.gram.whitener(config.clamp).S
-    values: torch.Tensor = torch.linalg.svdvals(whitened.to(torch.float32))
-    return values
+    return singular_values(W.detach().to(torch.float64) @ stats.gram.whitener(config.clamp).S)
 
 
 register(Compressor("svd_llm", SVDLLM, decompose_svd_llm, needs_gram=True, needs_fisher=False,

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rankwise.linalg import svd
+from rankwise.linalg.factors import Factors
 from rankwise.merge.methods.base import MergeMethod, Param, register
 from rankwise.merge.methods.subspace import mean_task_vector, numerical_rank, orthonormalize
 
@@ -29,18 +30,22 @@ def _weighted_deltas(base: torch.Tensor, tensors: list[torch.Tensor],
     return [t.sub_(base).mul_(float(m["weight"])) for t, m in zip(tensors, models, strict=True)]
 
 
+def _summed_svd(deltas: list[torch.Tensor]) -> tuple[Factors, int]:
+    """The full SVD of Σ deltas [m, n] (the deltas are left as they are) and its numerical rank."""
+    total = deltas[0].clone()
+    for d in deltas[1:]:
+        total.add_(d)
+    f = svd(total)
+    return f, numerical_rank(f.S, tuple(total.shape))
+
+
 def iso_c(base: torch.Tensor | None, tensors: list[torch.Tensor], models: list[dict[str, Any]],
           shared: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
     assert base is not None
     scale = float(shared["lambda"])
     if base.ndim != 2:
         return mean_task_vector(base, tensors, models, scale)
-    deltas = _weighted_deltas(base, tensors, models)
-    total = deltas[0]
-    for d in deltas[1:]:
-        total.add_(d)
-    f = svd(total)
-    r = numerical_rank(f.S, tuple(total.shape))
+    f, r = _summed_svd(_weighted_deltas(base, tensors, models))
     return base.add_(f.U[:, :r] @ f.Vh[:r], alpha=scale * float(f.S[:r].mean()))
 
 
@@ -51,14 +56,9 @@ def iso_cts(base: torch.Tensor | None, tensors: list[torch.Tensor], models: list
     if base.ndim != 2:
         return mean_task_vector(base, tensors, models, scale)
     deltas = _weighted_deltas(base, tensors, models)
-    total = deltas[0].clone()
-    for d in deltas[1:]:
-        total.add_(d)
-    spectrum = torch.linalg.svdvals(total)
-    full = numerical_rank(spectrum, tuple(total.shape))  # min(m, n) for full fine-tunes
+    summed, full = _summed_svd(deltas)  # full = min(m, n) for full fine-tunes
     k = max(1, min(full, int(float(shared["common_fraction"]) * full)))
-    common = svd(total, k)
-    del total
+    common = summed.truncate(k)
     per_task = (full - k) // len(deltas)
     Us, Ss, Vs = [common.U], [common.S], [common.Vh]
     if per_task > 0:
