@@ -40,7 +40,10 @@ def test_rank_deficient_gram_stays_finite() -> None:
     X = torch.randn(5, 32, generator=gen)  # 5 tokens for 32 channels: rank 5
     X[:, 3] = 0.0  # a dead channel
     wh = whitening(X.mT @ X)
-    assert wh.clamped >= 27
+    # S Sᵀ is the Gram plus the ridge, and S_inv inverts S, although the Gram itself is singular.
+    ridged = (X.mT @ X).double() + wh.floor * torch.eye(32, dtype=torch.float64)
+    torch.testing.assert_close(wh.S @ wh.S.mT, ridged, rtol=1e-9, atol=1e-9 * float(ridged.abs().max()))
+    torch.testing.assert_close(wh.S_inv @ wh.S, torch.eye(32, dtype=torch.float64), rtol=0, atol=1e-6)
     f = whitened_svd(W, X.mT @ X, 4)
     assert torch.isfinite(f.reconstruct()).all()
     # On the span of the data, the rank-5 whitened fit is exact.

@@ -63,14 +63,14 @@ class FWSVD(CompressConfig):
 class SVDLLM(CompressConfig):
     """SVD-LLM (Wang et al. 2024): truncation-aware whitening with the input Gram G = Σ x xᵀ.
 
-    The rank-r result minimises ‖(W − Ŵ)X‖_F; eigenvalues of G below ``clamp``·λ_max are raised
-    to that floor so a rank-deficient Gram still whitens. With ``correct`` (output matching), blocks
+    The rank-r result minimises ‖(W − Ŵ)X‖_F; a ridge of ``clamp``·λ_max is added to G so a
+    rank-deficient Gram still whitens. With ``correct`` (output matching), blocks
     are compressed in order and each target instead minimises ‖W X − Ŵ X̃‖_F, X̃ its inputs in the
     partly compressed model, so every layer also compensates the error of the layers before it.
     """
 
     method: ClassVar[str] = "svd_llm"
-    clamp: float = Field(1e-6, gt=0.0, lt=1.0, description="relative eigenvalue floor of the Gram")
+    clamp: float = Field(1e-6, gt=0.0, lt=1.0, description="ridge added to the Gram, relative to its largest eigenvalue")
     correct: bool = Field(False, description="output-matching correction: match the dense outputs from the "
                           "compressed model's inputs, block by block (off by default: on SmolLM2 with few "
                           "calibration tokens per input channel it overfits; see the README)")

@@ -30,9 +30,9 @@ def corrected_factors(W: torch.Tensor, stats: MatchingStats, clamp: float, ridge
     on the compressed model's own inputs (whitening with G̃), so δ → ∞ gives sequential mode's factors
     (SVD-LLM with X̃) and δ = 0 the exact correction.
 
-    With δ = 0, G̃'s eigenvalues below ``clamp``·λ_max are raised to that floor (as in plain whitening);
-    the raised part is added to C as well, for the same reason: along directions the calibration
-    barely saw, Ŵ* stays W instead of being pulled towards zero.
+    With δ = 0, the whitening ridge ``clamp``·λ_max·I added to G̃ (as in plain whitening) is added to C
+    as well, for the same reason: along directions the calibration barely saw, Ŵ* stays W instead of
+    being pulled towards zero.
     """
     wh = stats.gram.whitener(clamp)  # cached: q/k/v share it
     Wd = W.detach().to(torch.float64)
