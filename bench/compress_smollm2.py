@@ -37,6 +37,7 @@ from rankwise.compress.pipeline import pipeline_name
 
 SEQUENTIAL_DEFAULT = rw.compress.SVDLLM.model_fields["sequential"].default
 CORRECT_DEFAULT = rw.compress.SVDLLM.model_fields["correct"].default
+RIDGE_DEFAULT = rw.compress.SVDLLM.model_fields["correct_ridge"].default
 
 
 def ppl(model: torch.nn.Module, wins: torch.Tensor) -> float:
@@ -68,8 +69,12 @@ def main() -> None:
     if not args.no_headline:
         headline(model, calib, evals, dense, ratios)
     if not args.no_ablation:
+        # healing reads wiki calib windows, a new one for every sequence of every step (the calibration
+        # windows are the first 64 of them: same seed); CLI: rankwise compress --heal-steps N
+        heal_windows = rw.data.windows("wiki", split="calib", seq_len=256, n=max(64, args.heal_steps * HEAL_BATCH),
+                                       seed=0, tokenizer=tok)
         ablation(model, calib, evals, dense, ratios, args.heal_steps,
-                 [float(r) for r in args.ridges.split(",") if r])
+                 [float(r) for r in args.ridges.split(",") if r], heal_windows)
     if not args.no_grid:
         grid(model, calib, evals, ratios, args)
 
@@ -98,7 +103,7 @@ def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
         del default_model
 
     print(f"\nrankwise default: method={DEFAULT_METHOD} alloc={DEFAULT_ALLOC} sequential={SEQUENTIAL_DEFAULT} "
-          f"correct={CORRECT_DEFAULT}; "
+          f"correct={CORRECT_DEFAULT} correct_ridge={RIDGE_DEFAULT}; "
           "reference: svd_llm + uniform ranks, one-shot")
     print(f"{'ratio':>5} {'data':>5} {'dense':>8} {'reference':>10} {'ref/dense':>10} {'rankwise':>10} "
           f"{'rw/dense':>9} {'rw-ratio / ref-ratio':>21}")
@@ -125,13 +130,35 @@ ABLATION: dict[str, dict[str, Any]] = {
     "one-shot, global": {"correct": False, "sequential": False, "alloc": "global"},
     "one-shot, uniform": {"correct": False, "sequential": False, "alloc": "uniform"},
     "sequential, global": {"correct": False, "sequential": True, "alloc": "global"},
-    "correction, uniform": {"correct": True, "alloc": "uniform"},
-    "correction, global": {"correct": True, "alloc": "global"},
+    "correction, uniform": {"correct": True, "alloc": "uniform", "correct_ridge": 0.0},
+    "correction, global": {"correct": True, "alloc": "global", "correct_ridge": 0.0},
+}
+#: the settings ablation rows vary, at rankwise's defaults
+DEFAULTS: dict[str, Any] = {
+    "alloc": DEFAULT_ALLOC,
+    **{k: rw.compress.SVDLLM.model_fields[k].default for k in ("correct", "sequential", "correct_ridge")},
 }
 
 
+def _full(settings: dict[str, Any]) -> dict[str, Any]:
+    return {**DEFAULTS, **settings}
+
+
+def ablation_rows(ridges: list[float]) -> tuple[dict[str, dict[str, Any]], str]:
+    """The ablation's rows (with a correction row per ridge) and the label of the row that is
+    rankwise's default (added when no row already is): healing continues from that one."""
+    rows = dict(ABLATION)
+    for ridge in ridges:
+        rows[f"correction (ridge {ridge:g}), global"] = {"correct": True, "alloc": "global", "correct_ridge": ridge}
+    default = next((label for label, settings in rows.items() if _full(settings) == DEFAULTS), None)
+    if default is None:
+        default = "rankwise default"
+        rows[default] = dict(DEFAULTS)
+    return rows, default
+
+
 def ablation(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], dense: dict[str, float],
-             ratios: list[float], heal_steps: int, ridges: list[float]) -> None:
+             ratios: list[float], heal_steps: int, ridges: list[float], heal_windows: torch.Tensor) -> None:
     """One row per pipeline/allocation/correction setting at each ratio, all from one dense calibration
     (`decompose` is ratio-independent); the time column is what each row adds to it."""
     t0 = time.perf_counter()
@@ -139,12 +166,10 @@ def ablation(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
     print(f"\nablation (svd_llm; compressed/dense perplexity; one shared dense calibration + spectra: "
           f"{time.perf_counter() - t0:.1f} s; the s column is what each row adds)")
     print(f"{'ratio':>5}  {'pipeline, allocation':<44} {'wiki':>8} {'c4':>8} {'s':>7}")
-    rows = dict(ABLATION)
-    for ridge in ridges:
-        rows[f"correction (ridge {ridge:g}), global"] = {"correct": True, "alloc": "global", "correct_ridge": ridge}
+    rows, default = ablation_rows(ridges)
     for ratio in ratios:
         for label, settings in rows.items():
-            config = rw.compress.SVDLLM(ratio=ratio, **settings)
+            config = rw.compress.SVDLLM(ratio=ratio, **_full(settings))
             work = copy.deepcopy(model)
             t0 = time.perf_counter()
             if pipeline_name(config) == "one_shot":
@@ -152,19 +177,20 @@ def ablation(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
             else:
                 apply_blockwise(work, config, "all-linear", calib, 8, False, dense=shared)
             seconds = time.perf_counter() - t0
-            _ablation_row(ratio, label + (" (default)" if label == HEALED_FROM else ""), work, evals, dense, seconds)
-            if heal_steps and label == HEALED_FROM:
+            _ablation_row(ratio, label + (" (default)" if label == default and label != "rankwise default" else ""),
+                          work, evals, dense, seconds)
+            if heal_steps and label == default:
                 t0 = time.perf_counter()
-                healed = rw.compress.heal(work, model, calib, steps=heal_steps, progress=False)
+                healed = rw.compress.heal(work, model, heal_windows, steps=heal_steps, batch_size=HEAL_BATCH,
+                                          progress=False)
                 print("       " + healed.line())
-                _ablation_row(ratio, f"{label} + {heal_steps} healing steps", work, evals, dense,
+                _ablation_row(ratio, f"default + {heal_steps} healing steps", work, evals, dense,
                               time.perf_counter() - t0)
             del work
 
 
-#: the ablation row of rankwise's default settings, which healing continues from
-HEALED_FROM = next(label for label, s in ABLATION.items() if s["alloc"] == DEFAULT_ALLOC
-                   and s["correct"] == CORRECT_DEFAULT and s.get("sequential", False) == SEQUENTIAL_DEFAULT)
+#: windows per healing step (rw.compress.heal's default)
+HEAL_BATCH = 4
 
 
 def _ablation_row(ratio: float, label: str, work: torch.nn.Module, evals: dict[str, torch.Tensor],

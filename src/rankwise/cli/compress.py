@@ -22,6 +22,8 @@ matrix stores r(m+n) numbers; a matrix whose rank would reach mn/(m+n) stays den
 
 DEFAULT_METHOD = "svd_llm"
 DEFAULT_ALLOC = "global"
+#: windows per healing step
+HEAL_BATCH = 4
 
 
 def register(sub: Any) -> None:
@@ -58,7 +60,8 @@ def register(sub: Any) -> None:
     p.add_argument("--heal-steps", type=int, default=0,
                    help="after compressing, train the low-rank factors this many steps to match the dense model's "
                         "next-token distributions (default 0: no healing)")
-    p.add_argument("--heal-data", help="healing text, its calib split (default: --calib)")
+    p.add_argument("--heal-data", help="healing text, its calib split: a new window for each of the 4 sequences of "
+                   "every step, as far as the split has them (default: --calib)")
     p.add_argument("--heal-lr", type=float, default=1e-4, help="healing learning rate (default 1e-4)")
     p.add_argument("--eval", default="wiki,c4",
                    help="perplexity sources before/after (comma list; 'none' to skip; default wiki,c4)")
@@ -103,12 +106,17 @@ def measure(model: Any, sources: dict[str, Any], speed: bool, label: str) -> tup
 
 def heal_step(args: argparse.Namespace, work: Any, teacher: Any, tok: Any) -> dict[str, Any]:
     from rankwise.compress import heal
-    from rankwise.data.windows import windows
+    from rankwise.data.windows import token_stream, windows
 
-    data = windows(args.heal_data or args.calib, split="calib", seq_len=args.seq_len, n=args.calib_windows,
-                   seed=args.seed, tokenizer=tok)
+    source = args.heal_data or args.calib
+    # a new window for every sequence of every step where the split has that many (healing on the 64
+    # calibration windows alone repeats each one several times and fits them, not the language);
+    # with the calibration's seed the calibration windows come first
+    available = token_stream(source, "calib", tok).numel() // args.seq_len
+    wanted = max(args.calib_windows, min(args.heal_steps * HEAL_BATCH, available))
+    data = windows(source, split="calib", seq_len=args.seq_len, n=wanted, seed=args.seed, tokenizer=tok)
     t0 = time.perf_counter()
-    healed = heal(work, teacher, data, steps=args.heal_steps, lr=args.heal_lr, seed=args.seed)
+    healed = heal(work, teacher, data, steps=args.heal_steps, lr=args.heal_lr, batch_size=HEAL_BATCH, seed=args.seed)
     return {"steps": healed.steps, "kl_per_step": healed.losses, "diverged": healed.diverged,
             "lr": args.heal_lr, "data": args.heal_data or args.calib, "seconds": time.perf_counter() - t0,
             "summary": healed.line()}

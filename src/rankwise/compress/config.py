@@ -70,7 +70,8 @@ class SVDLLM(CompressConfig):
     """
 
     method: ClassVar[str] = "svd_llm"
-    clamp: float = Field(1e-6, gt=0.0, lt=1.0, description="ridge added to the Gram, relative to its largest eigenvalue")
+    clamp: float = Field(1e-6, gt=0.0, lt=1.0,
+                         description="ridge added to the Gram, relative to its largest eigenvalue")
     correct: bool = Field(False, description="output-matching correction: match the dense outputs from the "
                           "compressed model's inputs, block by block (off by default: on SmolLM2 with few "
                           "calibration tokens per input channel it overfits; see the README)")

@@ -1,4 +1,4 @@
-"""Whitening by Cholesky factorization of the ridged Gram, and the whitened (activation-aware) truncated SVD of SVD-LLM."""
+"""Whitening by Cholesky factorization of the ridged Gram; the whitened truncated SVD of SVD-LLM."""
 
 from __future__ import annotations
 
