@@ -10,12 +10,14 @@ Prints, from one run:
   3. prefill/decode speed of the 40 % model against dense (or why none is given on a loaded machine);
   4. the ablation: which of correction, sequential mode, allocation and healing each gain comes from, one
      row each (full protocol, one shared dense calibration): one-shot + global, one-shot + uniform,
-     sequential + global, correction + uniform, correction + global, correction with each --ridges value,
-     and with --heal-steps N the default followed by N healing steps (KL to the dense model on the wiki
-     calibration windows);
+     sequential + global, correction + global (exact), correction with each --ridges value, the default,
+     and with --heal-steps N the default followed by N healing steps of 4 windows (KL to the dense
+     model on wiki calib windows, a new one per sequence; --heal-only-ratios adds ratios with only
+     the default and its healing);
   5. the grid: every method x allocator x ratio (+ sequential vs one-shot) on --grid-tokens of wiki eval.
 
-Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4,0.6] [--heal-steps 100] [--ridges 0.1,1]
+Run: .venv/bin/python bench/compress_smollm2.py [--ratios 0.2,0.4] [--heal-steps 100] [--heal-only-ratios 0.6]
+         [--ridges 0.1,1]
          [--grid-tokens 4096] [--no-grid] [--no-headline] [--no-ablation]
 """
 
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--heal-steps", type=int, default=0,
                         help="also a row with the default followed by this many healing steps (0: none)")
+    parser.add_argument("--heal-only-ratios", default="",
+                        help="further ratios at which only the default row and its healing run (e.g. 0.6)")
     parser.add_argument("--ridges", default="",
                         help="also ablation rows with correction at these --correct-ridge values (comma list)")
     parser.add_argument("--sequential-methods", default="svd_llm",
@@ -74,7 +78,8 @@ def main() -> None:
         heal_windows = rw.data.windows("wiki", split="calib", seq_len=256, n=max(64, args.heal_steps * HEAL_BATCH),
                                        seed=0, tokenizer=tok)
         ablation(model, calib, evals, dense, ratios, args.heal_steps,
-                 [float(r) for r in args.ridges.split(",") if r], heal_windows)
+                 [float(r) for r in args.ridges.split(",") if r], heal_windows,
+                 [float(r) for r in args.heal_only_ratios.split(",") if r])
     if not args.no_grid:
         grid(model, calib, evals, ratios, args)
 
@@ -130,7 +135,6 @@ ABLATION: dict[str, dict[str, Any]] = {
     "one-shot, global": {"correct": False, "sequential": False, "alloc": "global"},
     "one-shot, uniform": {"correct": False, "sequential": False, "alloc": "uniform"},
     "sequential, global": {"correct": False, "sequential": True, "alloc": "global"},
-    "correction, uniform": {"correct": True, "alloc": "uniform", "correct_ridge": 0.0},
     "correction, global": {"correct": True, "alloc": "global", "correct_ridge": 0.0},
 }
 #: the settings ablation rows vary, at rankwise's defaults
@@ -158,17 +162,21 @@ def ablation_rows(ridges: list[float]) -> tuple[dict[str, dict[str, Any]], str]:
 
 
 def ablation(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], dense: dict[str, float],
-             ratios: list[float], heal_steps: int, ridges: list[float], heal_windows: torch.Tensor) -> None:
+             ratios: list[float], heal_steps: int, ridges: list[float], heal_windows: torch.Tensor,
+             heal_only_ratios: list[float]) -> None:
     """One row per pipeline/allocation/correction setting at each ratio, all from one dense calibration
     (`decompose` is ratio-independent); the time column is what each row adds to it."""
     t0 = time.perf_counter()
     shared = decompose(model, rw.compress.SVDLLM(ratio=ratios[0], alloc="global"), calib=calib, progress=False)
     print(f"\nablation (svd_llm; compressed/dense perplexity; one shared dense calibration + spectra: "
           f"{time.perf_counter() - t0:.1f} s; the s column is what each row adds)")
-    print(f"{'ratio':>5}  {'pipeline, allocation':<44} {'wiki':>8} {'c4':>8} {'s':>7}")
     rows, default = ablation_rows(ridges)
-    for ratio in ratios:
+    print(f"rankwise default: {', '.join(f'{k}={v}' for k, v in DEFAULTS.items())} (row '{default}')")
+    print(f"{'ratio':>5}  {'pipeline, allocation':<44} {'wiki':>8} {'c4':>8} {'s':>7}")
+    for ratio in [*ratios, *heal_only_ratios]:
         for label, settings in rows.items():
+            if ratio not in ratios and label != default:
+                continue
             config = rw.compress.SVDLLM(ratio=ratio, **_full(settings))
             work = copy.deepcopy(model)
             t0 = time.perf_counter()

@@ -77,9 +77,11 @@ def _compress(tiny: Path, out: Path, ratios: str) -> list[str]:
             "--out", str(out)]
 
 
-@pytest.mark.parametrize("stage", ["calibration", "decomposition"])
-def test_compress_interrupted_at_any_stage_leaves_nothing(stage: str, tiny: Path, tmp_path: Path) -> None:
-    run = Run(*_compress(tiny, tmp_path / "out" / "smol", "0.2"))
+@pytest.mark.parametrize(("stage", "pipeline"), [("calibration", []), ("correction", []),
+                                               ("decomposition", ["--no-correct"])])
+def test_compress_interrupted_at_any_stage_leaves_nothing(stage: str, pipeline: list[str], tiny: Path,
+                                                          tmp_path: Path) -> None:
+    run = Run(*_compress(tiny, tmp_path / "out" / "smol", "0.2"), *pipeline)
     run.wait_for(stage)
     code, last = run.interrupt()
     assert (code, last) == (130, NOTHING_WRITTEN)

@@ -72,12 +72,13 @@ class SVDLLM(CompressConfig):
     method: ClassVar[str] = "svd_llm"
     clamp: float = Field(1e-6, gt=0.0, lt=1.0,
                          description="ridge added to the Gram, relative to its largest eigenvalue")
-    correct: bool = Field(False, description="output-matching correction: match the dense outputs from the "
-                          "compressed model's inputs, block by block (off by default: on SmolLM2 with few "
-                          "calibration tokens per input channel it overfits; see the README)")
-    correct_ridge: float = Field(0.0, ge=0.0, description="correction only: penalty δ Σ_j G̃_jj ‖(Ŵ − W)_j‖² "
+    correct: bool = Field(True, description="output-matching correction: match the dense outputs from the "
+                          "compressed model's inputs, block by block (on by default: on SmolLM2 it removes "
+                          "~45 % of the perplexity excess at 40 % for ~3x the compression time; see the README)")
+    correct_ridge: float = Field(1.0, ge=0.0, description="correction only: penalty δ Σ_j G̃_jj ‖(Ŵ − W)_j‖² "
                                  "pulling each corrected layer's input channels towards the dense weight, in "
-                                 "proportion to their energy (0: exact correction; large: sequential mode)")
+                                 "proportion to their energy (0: exact correction, which overfits few calibration "
+                                 "tokens; large: sequential mode)")
 
 
 CONFIGS: dict[str, type[CompressConfig]] = {c.method: c for c in (SVD, ASVD, FWSVD, SVDLLM)}
