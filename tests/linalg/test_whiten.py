@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rankwise.linalg import GramAccumulator, whitened_svd, whitening
+from rankwise.linalg.whiten import largest_eigenvalue
 
 
 def _output_error(W: torch.Tensor, W_hat: torch.Tensor, X: torch.Tensor) -> float:
@@ -9,14 +10,16 @@ def _output_error(W: torch.Tensor, W_hat: torch.Tensor, X: torch.Tensor) -> floa
 
 
 @pytest.mark.parametrize("rank", [1, 5, 12])
-def test_whitened_svd_reaches_the_optimum_computed_via_cholesky(rank: int) -> None:
+def test_whitened_svd_reaches_the_optimum_computed_via_eigendecomposition(rank: int) -> None:
     gen = torch.Generator().manual_seed(0)
     W = torch.randn(20, 16, generator=gen, dtype=torch.float64)
     X = torch.randn(200, 16, generator=gen, dtype=torch.float64) * torch.linspace(0.1, 3, 16, dtype=torch.float64)
     G = X.mT @ X
     f = whitened_svd(W, G, rank)
-    # Reference: with G = L Lᵀ (Cholesky), the optimal output error is Σ_{i>r} σ_i(W L)².
-    L = torch.linalg.cholesky(G)
+    # Reference, another square root than rankwise's Cholesky: with G = Q Λ Qᵀ and L = Q Λ^½, the
+    # optimal output error is Σ_{i>r} σ_i(W L)².
+    evals, Q = torch.linalg.eigh(G)
+    L = Q * evals.sqrt()
     optimum = float(torch.linalg.svdvals(W @ L)[rank:].square().sum())
     assert _output_error(W, f.reconstruct().double(), X) == pytest.approx(optimum, rel=1e-4)
     # The factors' own singular values predict the same error.
@@ -69,3 +72,25 @@ def test_gram_accumulator_streams_batches() -> None:
     torch.testing.assert_close(acc.mean_abs(), flat.abs().mean(0), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="last dim 8"):
         acc.update(torch.zeros(2, 7))
+
+
+def test_largest_eigenvalue_is_within_a_few_percent_and_never_above() -> None:
+    gen = torch.Generator().manual_seed(6)
+    for n, tokens in ((16, 8), (64, 500), (300, 1000)):
+        X = torch.randn(tokens, n, generator=gen, dtype=torch.float64) * torch.logspace(-3, 1, n, dtype=torch.float64)
+        G = X.mT @ X
+        exact = float(torch.linalg.eigvalsh(G).max())
+        assert 0.95 * exact <= largest_eigenvalue(G) <= exact * (1 + 1e-12)
+
+
+def test_an_indefinite_gram_falls_back_to_the_eigendecomposition() -> None:
+    # rounding can leave a "Gram" with eigenvalues below -ridge: Cholesky fails, the eigendecomposition
+    # (negative eigenvalues set to 0, then the ridge) takes over
+    gen = torch.Generator().manual_seed(7)
+    Q, _ = torch.linalg.qr(torch.randn(12, 12, generator=gen, dtype=torch.float64))
+    evals = torch.cat([torch.tensor([-1e-3], dtype=torch.float64), torch.linspace(1, 10, 11, dtype=torch.float64)])
+    G = (Q * evals) @ Q.mT
+    wh = whitening(G, clamp=1e-6)
+    expected = (Q * (evals.clamp_min(0.0) + wh.floor)) @ Q.mT
+    torch.testing.assert_close(wh.S @ wh.S.mT, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(wh.S_inv @ wh.S, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-6)
