@@ -177,6 +177,11 @@ OPTION_ROWS = [
                  "--heal-steps must be >= 0 and --heal-lr > 0", id="compress-heal-lr-zero"),
     pytest.param([*COMPRESS, "--ratio", "0.2", "--heal-lr", "nan", "--out", "{out}"],
                  "--heal-steps must be >= 0 and --heal-lr > 0", id="compress-heal-lr-nan"),
+    pytest.param([*COMPRESS, "--ratio", "0.2", "--resume", "--out", "{out}"],
+                 "--resume continues an interrupted healing run; it needs --heal-steps N",
+                 id="compress-resume-no-heal"),
+    pytest.param([*COMPRESS, "--ratio", "0.2", "--heal-steps", "4", "--resume", "--out", "{out}"],
+                 "nothing to resume: no interrupted healing run for", id="compress-resume-nothing"),
     # finetune
     pytest.param([*FINETUNE, "--rank", "100000", "--out", "{out}"],
                  "of the smallest target, model.layers.0.self_attn.k_proj (16x32)", id="finetune-rank-too-large"),

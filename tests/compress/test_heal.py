@@ -102,3 +102,64 @@ def test_cli_heal_and_cache_say_what_they_did(tmp_path: Path, capsys: pytest.Cap
     assert "from the cache (same weights and windows as an earlier run): ppl_wiki_after, ppl_wiki_before" in second
     for name in ("model.safetensors", "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_interrupted_healing_resumes_to_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankwise.compress.heal import checkpoint_interval
+    from rankwise.train.run_folder import work_folder
+    from tests.train.interrupt import ctrl_c_at_step
+
+    assert checkpoint_interval(6) == 2  # so step 5 resumes from the checkpoint of step 4
+    whole, dense, calib = _compressed()
+    interrupted = copy.deepcopy(whole)
+    full = rw.compress.heal(whole, dense, calib, steps=6, lr=1e-3, progress=False, run_dir=tmp_path / "a")
+    assert not list(tmp_path.iterdir())  # nothing is left once healing ends
+    with ctrl_c_at_step(monkeypatch, 5):
+        rw.compress.heal(interrupted, dense, calib, steps=6, lr=1e-3, progress=False, run_dir=tmp_path / "b")
+    assert work_folder(tmp_path / "b").is_dir()
+    with pytest.raises(rw.RankwiseError, match=r"changed config \(lr 0.001 -> 0.002\)"):
+        rw.compress.heal(interrupted, dense, calib, steps=6, lr=2e-3, progress=False, run_dir=tmp_path / "b",
+                         resume=True)
+    resumed = rw.compress.heal(interrupted, dense, calib, steps=6, lr=1e-3, progress=False, run_dir=tmp_path / "b",
+                               resume=True)
+    assert resumed.losses == full.losses and resumed.steps == 6
+    for (name, a), (_, b) in zip(whole.state_dict().items(), interrupted.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_healing_interrupted_says_how_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankwise.cli.main import main
+    from rankwise.data.windows import _default_tokenizer
+    from rankwise.io import save_model
+    from rankwise.train import loop as loop_module
+
+    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "tiny"
+    save_model(tiny_llama(seed=0, vocab=49152), _default_tokenizer(), folder)
+    args = ["compress", str(folder), "--calib", "tinystories", "--calib-windows", "8", "--seq-len", "32", "--eval",
+            "none", "--no-speed", "--rank-multiple", "2", "--ratio", "0.3", "--heal-steps", "8"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "out" / "smol"
+    assert main([*args, "--resume", "--out", str(out)]) == 2
+    assert f"nothing to resume: no interrupted healing run for {out}" in capsys.readouterr().err
+    real_step = loop_module._train_step
+
+    def crash(model, config, train, at, *rest):  # type: ignore[no-untyped-def]
+        if at == 5:
+            raise KeyboardInterrupt
+        return real_step(model, config, train, at, *rest)
+
+    monkeypatch.setattr(loop_module, "_train_step", crash)
+    assert main([*args, "--out", str(out)]) == 130
+    progress = out.parent / ".smol.heal.partial"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"rankwise: interrupted; no output was written; healing progress kept in {progress}; run the same command "
+        "with --resume to continue")
+    assert sorted(p.name for p in out.parent.iterdir()) == [".smol.heal.partial"]
+    monkeypatch.setattr(loop_module, "_train_step", real_step)
+    assert main([*args, "--resume", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["smol"]
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "whole" / name).read_bytes() == (out / name).read_bytes()

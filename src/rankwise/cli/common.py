@@ -46,18 +46,23 @@ def regex(text: str) -> str:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C after some outputs were complete: ``kept`` names them, so the message can say so."""
+    """Ctrl-C after some outputs were complete (``kept`` names them) or with progress kept to resume
+    from (``note`` says where and how), so the message can say so."""
 
-    def __init__(self, kept: list[str]) -> None:
+    def __init__(self, kept: list[str], note: str | None = None) -> None:
         super().__init__()
         self.kept = kept
+        self.note = note
 
 
 def interrupt_message(exc: KeyboardInterrupt) -> str:
     kept = getattr(exc, "kept", None)
+    note = getattr(exc, "note", None)
     if kept:
-        return f"rankwise: interrupted; kept the complete {', '.join(kept)}; nothing else was written"
-    return "rankwise: interrupted; no output was written"
+        message = f"rankwise: interrupted; kept the complete {', '.join(kept)}; nothing else was written"
+    else:
+        message = "rankwise: interrupted; no output was written"
+    return f"{message}; {note}" if note else message
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:

@@ -64,6 +64,9 @@ def register(sub: Any) -> None:
     p.add_argument("--heal-data", help="healing text, its calib split: a new window for each of the 4 sequences of "
                    "every step, as far as the split has them (default: --calib)")
     p.add_argument("--heal-lr", type=float, default=1e-4, help="healing learning rate (default 1e-4)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted healing run from its last checkpoint (kept in a hidden folder next "
+                        "to --out); the compression before it is recomputed, to the same bytes (default: start over)")
     p.add_argument("--eval", default="wiki,c4",
                    help="perplexity sources before/after (comma list; 'none' to skip; default wiki,c4)")
     p.add_argument("--eval-tokens", type=positive_int, default=16384,
@@ -105,7 +108,28 @@ def measure(model: Any, sources: dict[str, Any], speed: bool, label: str) -> tup
     return measure_model(model, sources, speed, label)
 
 
-def heal_step(args: argparse.Namespace, work: Any, teacher: Any, tok: Any) -> dict[str, Any]:
+def heal_folder(folder: Path) -> Path:
+    """The folder healing for output ``folder`` owns; its checkpoints live in that folder's hidden
+    ``.partial`` sibling until healing ends."""
+    return folder.parent / f"{folder.name}.heal"
+
+
+def check_resume(args: argparse.Namespace, folders: list[Path]) -> None:
+    """``--resume`` needs healing, and an interrupted healing run for every output folder."""
+    from rankwise.train.run_folder import CONFIG_FILE, work_folder
+
+    if not args.resume:
+        return
+    if args.heal_steps <= 0:
+        raise RankwiseError("--resume continues an interrupted healing run; it needs --heal-steps N as in that run")
+    for folder in folders:
+        progress = work_folder(heal_folder(folder))
+        if not (progress / CONFIG_FILE).is_file():
+            raise RankwiseError(f"nothing to resume: no interrupted healing run for {folder} (looked for {progress}); "
+                                "drop --resume to start again")
+
+
+def heal_step(args: argparse.Namespace, work: Any, teacher: Any, tok: Any, folder: Path) -> dict[str, Any]:
     from rankwise.compress import heal
     from rankwise.data.windows import token_stream, windows
 
@@ -117,7 +141,17 @@ def heal_step(args: argparse.Namespace, work: Any, teacher: Any, tok: Any) -> di
     wanted = max(args.calib_windows, min(args.heal_steps * HEAL_BATCH, available))
     data = windows(source, split="calib", seq_len=args.seq_len, n=wanted, seed=args.seed, tokenizer=tok)
     t0 = time.perf_counter()
-    healed = heal(work, teacher, data, steps=args.heal_steps, lr=args.heal_lr, batch_size=HEAL_BATCH, seed=args.seed)
+    try:
+        healed = heal(work, teacher, data, steps=args.heal_steps, lr=args.heal_lr, batch_size=HEAL_BATCH,
+                      seed=args.seed, run_dir=heal_folder(folder), resume=args.resume)
+    except KeyboardInterrupt:
+        from rankwise.train.run_folder import work_folder
+
+        progress = work_folder(heal_folder(folder))
+        if progress.exists():
+            raise Interrupted([], note=f"healing progress kept in {progress}; run the same command with --resume "
+                                       "to continue") from None
+        raise
     return {"steps": healed.steps, "kl_per_step": healed.losses, "diverged": healed.diverged,
             "lr": args.heal_lr, "data": args.heal_data or args.calib, "seconds": time.perf_counter() - t0,
             "summary": healed.line()}
@@ -142,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     folders = output_folders(args.out, ratios)
     for folder in folders:
         check_output_folder(folder, args.overwrite)
+    check_resume(args, folders)
     eval_sources = [] if args.eval == "none" else [s for s in args.eval.split(",") if s]
     for source in [args.calib, *eval_sources, *([args.heal_data] if args.heal_data else [])]:
         documents(source, "calib")
@@ -184,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 report = apply_blockwise(work, config, targets, calib, 8, True, dense=shared)
             if args.heal_steps > 0:
-                report.healing = heal_step(args, work, teacher, tok)
+                report.healing = heal_step(args, work, teacher, tok, folder)
             t1 = time.perf_counter()
             after, cached_after = measure(work, eval_windows, not args.no_speed, "compressed")
             report.timings["evaluation"] = eval_before + time.perf_counter() - t1
@@ -195,8 +230,8 @@ def run(args: argparse.Namespace) -> int:
             written.append(str(folder))
             print(report.table())
             print(f"wrote {folder}\n")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if written:  # the folders already complete are whole and valid: keep them, and say so
-            raise Interrupted(written) from None
+            raise Interrupted(written, note=getattr(exc, "note", None)) from None
         raise
     return 0

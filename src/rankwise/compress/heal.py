@@ -9,7 +9,10 @@ hidden states is formed in the forward pass and only one chunk of logits [chunk,
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from torch import nn
 from rankwise.errors import RankwiseError
 from rankwise.eval.perplexity import hidden_and_head
 from rankwise.modules.lowrank import LowRankLinear
+from rankwise.train.run_folder import work_folder
 from rankwise.train.trainable import WholeModelCheckpoints
 
 
@@ -129,6 +133,9 @@ class HealTrainable(WholeModelCheckpoints):
         for p in heal_parameters(model, self.norms).values():
             p.requires_grad_(True)
 
+    def write_final(self, model: nn.Module, tokenizer: Any, folder: Path) -> None:
+        """Nothing: the healed student lives on in memory, and its caller saves it."""
+
 
 @dataclass
 class HealReport:
@@ -148,15 +155,24 @@ class HealReport:
                 f"{first:.4f} -> {last:.4f} nats/token")
 
 
+def checkpoint_interval(steps: int) -> int:
+    """Steps between healing checkpoints (each holds the whole model and Adam's moments): about four
+    per run, at least every 50 steps."""
+    return max(1, min(50, math.ceil(steps / 4)))
+
+
 def heal(student: nn.Module, teacher: nn.Module, windows: torch.Tensor, steps: int, lr: float = 1e-4,
          norms: bool = False, batch_size: int = 4, patience: int = 10, seed: int = 0,
-         progress: bool = True) -> HealReport:
+         progress: bool = True, run_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> HealReport:
     """Train ``student``'s low-rank factors (and norms with ``norms``) in place for ``steps`` AdamW steps
     to match ``teacher``'s (the dense model's) next-token distributions on ``windows`` [N, T].
 
     NaN, or a loss above its best for ``patience`` steps in a row, stops training and puts the
-    unhealed weights back (the report says so). Example:
-    ``rw.compress.heal(compressed, dense, rw.data.windows("wiki", "calib", 256, n=64, seed=0), steps=200)``.
+    unhealed weights back (the report says so). With ``run_dir`` (a folder healing owns), checkpoints
+    are written every `checkpoint_interval` steps to its hidden ``.partial`` sibling, which an
+    interrupted run leaves behind: the same call with ``resume=True`` (and the same unhealed student)
+    continues from the last one to the same bytes. Nothing is left once healing ends. Example:
+    ``rw.compress.heal(compressed, dense, rw.data.windows("wiki", "calib", 256, n=400, seed=0), steps=100)``.
     """
     from rankwise.calib.precision import cpu_has_bf16_units
     from rankwise.train import TrainConfig, train
@@ -178,22 +194,29 @@ def heal(student: nn.Module, teacher: nn.Module, windows: torch.Tensor, steps: i
         return loss, n
 
     config = TrainConfig(steps=steps, lr=lr, batch_size=min(batch_size, windows.shape[0]), seq_len=windows.shape[1],
-                         eval_tokens=0, checkpoint_every=steps + 1, warmup_steps=min(10, steps // 10), seed=seed,
+                         eval_tokens=0, checkpoint_every=checkpoint_interval(steps) if run_dir else steps + 1,
+                         warmup_steps=min(10, steps // 10), seed=seed,
                          precision="bf16" if cpu_has_bf16_units() else "fp32")
     diverged = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            train(config, HealTrainable(norms), Path(tmp) / "heal", model=student, train_windows=windows,
-                  objective=objective, progress=progress)
-    except (_Diverged, RankwiseError) as exc:
-        if isinstance(exc, RankwiseError) and "became" not in str(exc):
-            raise  # a bad setting, not a diverging run
-        diverged = str(exc) if isinstance(exc, _Diverged) else "the loss or its gradient became NaN or inf"
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(snapshot[name])
-    finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-        student.eval()
-    return HealReport(len(monitor.losses), monitor.losses, diverged, sum(p.numel() for p in params.values()))
+    losses = monitor.losses
+    with contextlib.ExitStack() as stack:
+        folder = Path(run_dir) if run_dir is not None else \
+            Path(stack.enter_context(tempfile.TemporaryDirectory())) / "heal"
+        try:
+            report = train(config, HealTrainable(norms), folder, model=student, train_windows=windows,
+                           objective=objective, progress=progress, resume=resume, overwrite=True)
+            losses = list(report["losses"])  # every step's, also those before a resume
+        except (_Diverged, RankwiseError) as exc:
+            if isinstance(exc, RankwiseError) and "became" not in str(exc):
+                raise  # a bad setting, not a diverging run
+            diverged = str(exc) if isinstance(exc, _Diverged) else "the loss or its gradient became NaN or inf"
+            shutil.rmtree(work_folder(folder), ignore_errors=True)  # a diverged run is not resumed
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(snapshot[name])
+        finally:
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
+            student.eval()
+        shutil.rmtree(folder, ignore_errors=True)  # the loop's (empty) final folder
+    return HealReport(len(losses), losses, diverged, sum(p.numel() for p in params.values()))
