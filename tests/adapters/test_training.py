@@ -14,8 +14,8 @@ import rankwise as rw
 from rankwise.adapters import adapter_layers, method_names
 from rankwise.adapters.finetune import FinetuneConfig, finetune
 from rankwise.adapters.hooks import regulariser
-from rankwise.train import loop as loop_module
 from tests.conftest import tiny_llama
+from tests.train.interrupt import ctrl_c_at_step
 
 TRAIN = torch.randint(0, 128, (12, 16), generator=torch.Generator().manual_seed(0))
 HELD = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(1))
@@ -88,17 +88,8 @@ def run(config: FinetuneConfig, out: Path, **kw: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("method", NEW)
 def test_resume_is_byte_identical(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run(cfg(method), tmp_path / "full")
-    real_step = loop_module._train_step
-
-    def crash_at_step_5(model, config, train, step, *rest):  # type: ignore[no-untyped-def]
-        if step == 4:
-            raise KeyboardInterrupt
-        return real_step(model, config, train, step, *rest)
-
-    monkeypatch.setattr(loop_module, "_train_step", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_at_step(monkeypatch, 5):
         run(cfg(method), tmp_path / "resumed")
-    monkeypatch.setattr(loop_module, "_train_step", real_step)
     run(cfg(method), tmp_path / "resumed", resume=True)
     full = (tmp_path / "full" / "adapter.safetensors").read_bytes()
     assert (tmp_path / "resumed" / "adapter.safetensors").read_bytes() == full

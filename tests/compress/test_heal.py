@@ -79,19 +79,25 @@ def test_healing_an_uncompressed_model_fails_clearly() -> None:
         rw.compress.heal(model, tiny_llama(), torch.randint(0, 128, (2, 8)), steps=2, progress=False)
 
 
-def test_cli_heal_and_cache_say_what_they_did(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
-
-    from rankwise.cli.main import main
+def _cli_compress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *options: str) -> list[str]:
+    """`rankwise compress` arguments for a tiny model saved under ``tmp_path`` (no --out), with ``options``."""
     from rankwise.data.windows import _default_tokenizer
     from rankwise.io import save_model
 
     monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "tiny"
     save_model(tiny_llama(seed=0, vocab=49152), _default_tokenizer(), folder)
-    args = ["compress", str(folder), "--calib", "tinystories", "--calib-windows", "8", "--seq-len", "32", "--eval",
-            "wiki", "--eval-tokens", "64", "--no-speed", "--rank-multiple", "2", "--ratio", "0.3", "--heal-steps", "3"]
+    return ["compress", str(folder), "--calib", "tinystories", "--calib-windows", "8", "--seq-len", "32", "--no-speed",
+            "--rank-multiple", "2", "--ratio", "0.3", *options]
+
+
+def test_cli_heal_and_cache_say_what_they_did(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from rankwise.cli.main import main
+
+    args = _cli_compress(tmp_path, monkeypatch, "--eval", "wiki", "--eval-tokens", "64", "--heal-steps", "3")
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     first = capsys.readouterr().out
     assert "healing: 3 steps" in first and "from the cache" not in first
@@ -131,34 +137,21 @@ def test_interrupted_healing_resumes_to_the_same_bytes(tmp_path: Path, monkeypat
 def test_cli_healing_interrupted_says_how_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from rankwise.cli.main import main
-    from rankwise.data.windows import _default_tokenizer
-    from rankwise.io import save_model
-    from rankwise.train import loop as loop_module
+    from tests.train.interrupt import interrupt_at_step
 
-    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "tiny"
-    save_model(tiny_llama(seed=0, vocab=49152), _default_tokenizer(), folder)
-    args = ["compress", str(folder), "--calib", "tinystories", "--calib-windows", "8", "--seq-len", "32", "--eval",
-            "none", "--no-speed", "--rank-multiple", "2", "--ratio", "0.3", "--heal-steps", "8"]
+    args = _cli_compress(tmp_path, monkeypatch, "--eval", "none", "--heal-steps", "8")
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "out" / "smol"
     assert main([*args, "--resume", "--out", str(out)]) == 2
     assert f"nothing to resume: no interrupted healing run for {out}" in capsys.readouterr().err
-    real_step = loop_module._train_step
-
-    def crash(model, config, train, at, *rest):  # type: ignore[no-untyped-def]
-        if at == 5:
-            raise KeyboardInterrupt
-        return real_step(model, config, train, at, *rest)
-
-    monkeypatch.setattr(loop_module, "_train_step", crash)
+    restore = interrupt_at_step(monkeypatch, 6)
     assert main([*args, "--out", str(out)]) == 130
     progress = out.parent / ".smol.heal.partial"
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"rankwise: interrupted; no output was written; healing progress kept in {progress}; run the same command "
         "with --resume to continue")
     assert sorted(p.name for p in out.parent.iterdir()) == [".smol.heal.partial"]
-    monkeypatch.setattr(loop_module, "_train_step", real_step)
+    restore()
     assert main([*args, "--resume", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["smol"]
     for name in ("model.safetensors", "config.json"):
