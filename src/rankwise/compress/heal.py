@@ -196,7 +196,9 @@ def heal(student: nn.Module, teacher: nn.Module, windows: torch.Tensor, steps: i
     config = TrainConfig(steps=steps, lr=lr, batch_size=min(batch_size, windows.shape[0]), seq_len=windows.shape[1],
                          eval_tokens=0, checkpoint_every=checkpoint_interval(steps) if run_dir else steps + 1,
                          warmup_steps=min(10, steps // 10), seed=seed,
-                         precision="bf16" if cpu_has_bf16_units() else "fp32")
+                         # a compressed model's activations for a few windows fit easily: spend no step time
+                         # recomputing them (checkpointing never changes the result)
+                         checkpointing="none", precision="bf16" if cpu_has_bf16_units() else "fp32")
     diverged = None
     losses = monitor.losses
     with contextlib.ExitStack() as stack:
