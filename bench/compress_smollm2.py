@@ -204,7 +204,7 @@ HEAL_BATCH = 4
 def _ablation_row(ratio: float, label: str, work: torch.nn.Module, evals: dict[str, torch.Tensor],
                   dense: dict[str, float], seconds: float) -> None:
     r = {s: ppl(work, w) / dense[s] for s, w in evals.items()}
-    print(f"{ratio:>5.2f}  {label:<44} {r['wiki']:>7.2f}x {r['c4']:>7.2f}x {seconds:>7.1f}", flush=True)
+    print(f"{ratio:>5.2f}  {label:<44} {r['wiki']:>7.3f}x {r['c4']:>7.3f}x {seconds:>7.1f}", flush=True)
 
 
 def grid(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch.Tensor], ratios: list[float],
