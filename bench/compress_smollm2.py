@@ -91,8 +91,8 @@ def headline(model: torch.nn.Module, calib: torch.Tensor, evals: dict[str, torch
     rows = []
     for ratio in ratios:
         ref_model = copy.deepcopy(model)
-        realize(ref_model, dataclasses.replace(reference, config=rw.compress.SVDLLM(ratio=ratio, alloc="uniform")),
-                ratio, progress=False)
+        recipe = rw.compress.SVDLLM(ratio=ratio, alloc="uniform", correct=False)  # one-shot, as the paper
+        realize(ref_model, dataclasses.replace(reference, config=recipe), ratio, progress=False)
         ref = {s: ppl(ref_model, w) for s, w in evals.items()}
         del ref_model
         default_model = copy.deepcopy(model)

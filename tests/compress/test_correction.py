@@ -131,3 +131,14 @@ def test_correction_tracks_the_dense_model_better_than_sequential_whitening() ->
         assert report.fallbacks == []
         errors[correct] = _final_hidden_error(model, dense, calib)
     assert errors[True] < errors[False]
+
+
+def test_correction_is_the_default_and_realize_refuses_a_blockwise_config() -> None:
+    config = rw.compress.SVDLLM(ratio=0.3, rank_multiple=2)
+    assert config.correct and config.correct_ridge == 1.0
+    assert rw.compress.pipeline_name(config) == "blockwise"
+    model = tiny_llama()
+    calib = torch.randint(0, 128, (8, 16), generator=torch.Generator().manual_seed(0))
+    dec = rw.compress.decompose(model, config, calib=calib, progress=False)
+    with pytest.raises(rw.RankwiseError, match=r"realize\(\) swaps in one-shot factors.*use rw.compress.apply"):
+        rw.compress.realize(model, dec, 0.3, progress=False)

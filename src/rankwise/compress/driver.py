@@ -157,7 +157,12 @@ def build_report(dec: Decomposition, ratio: float, results: list[MatrixResult], 
 
 
 def realize(model: nn.Module, dec: Decomposition, ratio: float, progress: bool = True) -> CompressionReport:
-    """Allocate ranks for ``ratio`` and swap the targets of ``model`` in place."""
+    """Allocate ranks for ``ratio`` and swap the targets of ``model`` in place: the one-shot pipeline's
+    last stage (``dec.config`` must be one-shot; `rw.compress.apply` runs any config)."""
+    if dec.config.sequential or getattr(dec.config, "correct", False):
+        raise RankwiseError("realize() swaps in one-shot factors, but this decomposition's config asks for the "
+                            "block-by-block pipeline (correct=True or sequential=True); use rw.compress.apply, or "
+                            "a config with correct=False, sequential=False")
     ranks = allocate(dec, ratio)
     params_before = parameter_count(model)
     with torch.no_grad():
