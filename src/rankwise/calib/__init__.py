@@ -3,8 +3,9 @@ cross-Grams, Fisher rows, output sensitivities, weight gradients; one-shot or bl
 
 from rankwise.calib.grams import SharedGrams, collect_grams
 from rankwise.calib.hooks import grads_only_for, input_hooks, output_grad_hooks, output_hooks
-from rankwise.calib.precision import calibration_copy, cpu_has_bf16_units, resolve_precision
+from rankwise.calib.precision import calibration_copy, resolve_precision
 from rankwise.calib.stats import LayerStats, fisher_stats, gram_stats, output_sensitivity
+from rankwise.linalg.bf16 import cpu_has_bf16_units
 
 __all__ = [
     "LayerStats",

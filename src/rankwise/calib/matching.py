@@ -2,8 +2,8 @@
 earlier layers are already compressed (X̃), gathered block by block.
 
 For a layer W and a replacement Ŵ, ‖W X − Ŵ X̃‖²_F = tr(W G Wᵀ) − 2 tr(W C Ŵᵀ) + tr(Ŵ G̃ Ŵᵀ), with the
-cross-Gram C = Σ_t x_t x̃_tᵀ and G̃ = Σ_t x̃_t x̃_tᵀ; tr(W G Wᵀ) = Σ_t ‖W x_t‖² is measured on the
-dense outputs directly, so the dense Gram itself is never formed.
+cross-Gram C = Σ_t x_t x̃_tᵀ and G̃ = Σ_t x̃_t x̃_tᵀ; tr(W G Wᵀ) only normalises, and comes from the dense
+Gram G of the one-shot calibration (same windows).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from rankwise.calib.blocks import BlockBatch
-from rankwise.calib.hooks import input_hooks, output_hooks
+from rankwise.calib.hooks import input_hooks
+from rankwise.linalg.bf16 import outer_sum
 from rankwise.linalg.gram import GramAccumulator
 
 
@@ -34,11 +35,10 @@ class MatchingStats:
 @dataclass
 class DensePass:
     """What the dense block gives block-by-block matching: per input group (keyed by its first layer)
-    the inputs of every batch, each layer's output energy Σ‖W x‖², and the block outputs."""
+    the inputs of every batch, and the block outputs."""
 
     groups: list[list[str]]
     inputs: dict[str, list[torch.Tensor]]
-    energy: dict[str, float]
     outputs: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -49,7 +49,6 @@ def dense_pass(block: nn.Module, index: int, names: list[str], batches: list[Blo
     groups come in execution order."""
     groups: list[list[str]] = []
     inputs: dict[str, list[torch.Tensor]] = {}
-    energy = dict.fromkeys(names, 0.0)
     last: list[torch.Tensor | None] = [None]
     current: list[list[str]] = []  # the group the last new input started
 
@@ -66,19 +65,14 @@ def dense_pass(block: nn.Module, index: int, names: list[str], batches: list[Blo
         current[:] = [group]
         inputs.setdefault(group[0], []).append(x)
 
-    def on_output(name: str, y: torch.Tensor) -> None:
-        bias = getattr(block.get_submodule(name), "bias", None)
-        y32 = y.float() if not isinstance(bias, torch.Tensor) else y.float() - bias.float()
-        energy[name] += float(y32.double().square().sum())
-
     outputs = []
-    with input_hooks(block, names, on_input), output_hooks(block, names, on_output):
+    with input_hooks(block, names, on_input):
         for batch in batches:
             last[0] = None
             current.clear()
             out = block(batch.hidden, **batch.kwargs[index])
             outputs.append(out[0] if isinstance(out, tuple) else out)
-    return DensePass(groups, inputs, energy, outputs)
+    return DensePass(groups, inputs, outputs)
 
 
 @torch.no_grad()
@@ -92,9 +86,9 @@ def matching_stats(block: nn.Module, index: int, first: str, dense_inputs: list[
     current: list[torch.Tensor] = []
 
     def on_input(_name: str, x: torch.Tensor) -> None:
-        tilde = x.detach().reshape(-1, dim).float()
+        tilde = x.detach().reshape(-1, dim)
         if current:
-            stats.cross += (current[0].reshape(-1, dim).float().mT @ tilde).double()
+            stats.cross += outer_sum(current[0].reshape(-1, dim), tilde).double()
         stats.gram.update(tilde)
         raise _StopBlock
 

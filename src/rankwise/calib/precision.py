@@ -8,26 +8,16 @@ CPUs with bf16 units (AVX512-BF16 / AMX) run several times faster than fp32.
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
 from typing import Literal, TypeVar
 
 import torch
 from torch import nn
 
 from rankwise.errors import RankwiseError
+from rankwise.linalg.bf16 import cpu_has_bf16_units
 
 CalibPrecision = Literal["auto", "fp32", "bf16"]
 M = TypeVar("M", bound=nn.Module)
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16_units() -> bool:
-    """True when oneDNN reports native bf16 matmul support on this CPU."""
-    try:
-        return bool(torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_precision(precision: CalibPrecision, model: nn.Module) -> torch.dtype:

@@ -21,7 +21,13 @@ from rankwise.calib.matching import DensePass, MatchingStats, dense_pass, matchi
 from rankwise.calib.precision import calibration_copy, resolve_precision
 from rankwise.calib.stats import LayerStats
 from rankwise.compress.config import SVDLLM, CompressConfig
-from rankwise.compress.correction import corrected_factors, is_singular, matching_error
+from rankwise.compress.correction import (
+    CorrectionSystem,
+    corrected_factors,
+    correction_system,
+    is_singular,
+    matching_error,
+)
 from rankwise.compress.driver import Decomposition, ErrorFn, allocate, build_report, decompose, stats_error, swap_layer
 from rankwise.compress.registry import get_compressor
 from rankwise.compress.report import CompressionReport, MatrixResult
@@ -40,7 +46,8 @@ class _Block:
         self.model, self.dec, self.ranks, self.prefix, self.dense = model, dec, ranks, prefix, dense
         self.fallbacks: list[str] = []
 
-    def factorize(self, local: str, stats: MatchingStats, correct: bool) -> Factors | None:
+    def factorize(self, local: str, stats: MatchingStats, correct: bool,
+                  system: CorrectionSystem | None = None) -> Factors | None:
         """The full factorization of one layer (``local``: its name inside the block); None if it stays dense.
 
         Correction falls back to whitening with X̃ alone (sequential mode's factors) where G̃ is singular.
@@ -51,7 +58,7 @@ class _Block:
             return None
         W = linear_at(self.model, name).weight.detach()
         if correct and isinstance(config, SVDLLM) and not is_singular(stats):
-            factors = corrected_factors(W, stats, config.clamp, config.correct_ridge)
+            factors = corrected_factors(W, stats, config.clamp, config.correct_ridge, system)
         else:
             layer_stats = LayerStats(gram=stats.gram, fisher_rows=self.dec.stats[name].fisher_rows)
             factors = get_compressor(config.method).decompose(W, layer_stats, config)
@@ -65,16 +72,27 @@ class _Block:
         if correct and factors is not None and is_singular(stats):
             self.fallbacks.append(name)
         error: ErrorFn
-        if correct and self.dense is not None:
-            energy = self.dense.energy[local]
-            error = lambda W, W_hat: matching_error(W, W_hat, stats, energy)  # noqa: E731
+        dense_gram = self.dec.stats[name].gram
+        if correct and self.dense is not None and dense_gram is not None:
+            error = lambda W, W_hat: matching_error(W, W_hat, stats, dense_gram.gram)  # noqa: E731
         else:
             error = stats_error(LayerStats(gram=stats.gram))
         return swap_layer(self.model, name, factors, self.ranks[name], error)
 
     def group(self, group: list[str], stats: MatchingStats, correct: bool) -> list[MatrixResult]:
-        """Factorize a group of layers sharing one input in parallel, then swap them in."""
-        done = parallel_map(partial(self.factorize, stats=stats, correct=correct), group)
+        """Factorize a group of layers sharing one input in parallel, then swap them in.
+
+        A group of one (o_proj, down_proj) runs on all of torch's threads instead of one pinned worker:
+        its solve and SVD are large enough to gain from them, and nothing else could use the other cores.
+        """
+        config = self.dec.config
+        system = None
+        if correct and isinstance(config, SVDLLM) and not is_singular(stats) \
+                and any(self.ranks[self.prefix + local] is not None for local in group):
+            # the shared whitening and Cholesky factor: once per group, on all threads
+            system = correction_system(stats, config.clamp, config.correct_ridge)
+        one = partial(self.factorize, stats=stats, correct=correct, system=system)
+        done = [one(group[0])] if len(group) == 1 else parallel_map(one, group)
         return [self.swap(local, f, stats, correct) for local, f in zip(group, done, strict=True)]
 
 

@@ -177,7 +177,7 @@ def heal(student: nn.Module, teacher: nn.Module, windows: torch.Tensor, steps: i
     continues from the last one to the same bytes. Nothing is left once healing ends. Example:
     ``rw.compress.heal(compressed, dense, rw.data.windows("wiki", "calib", 256, n=400, seed=0), steps=100)``.
     """
-    from rankwise.calib.precision import cpu_has_bf16_units
+    from rankwise.linalg.bf16 import cpu_has_bf16_units
     from rankwise.train import TrainConfig, train
 
     if steps <= 0:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rankwise.linalg.bf16 import outer_sum
+
 if TYPE_CHECKING:
     from rankwise.linalg.whiten import Whitener
 
@@ -39,10 +41,9 @@ class GramAccumulator:
         if x.shape[-1] != self.dim:
             raise ValueError(f"expected activations with last dim {self.dim}, got {tuple(x.shape)}")
         flat = x.detach().reshape(-1, self.dim)
-        # fp32 matmul (fast BLAS) per batch, fp64 accumulation across batches.
-        f32 = flat.to(torch.float32)
-        self.gram += (f32.mT @ f32).to(torch.float64)
-        self.abs_sum += f32.abs().sum(0).to(torch.float64)
+        # fp32 products per batch (on bf16 units when x is bf16: exact), fp64 accumulation across batches
+        self.gram += outer_sum(flat, flat).to(torch.float64)
+        self.abs_sum += flat.abs().sum(0, dtype=torch.float64)
         self.count += flat.shape[0]
         self._whiteners.clear()
 
