@@ -94,3 +94,18 @@ def test_an_indefinite_gram_falls_back_to_the_eigendecomposition() -> None:
     expected = (Q * (evals.clamp_min(0.0) + wh.floor)) @ Q.mT
     torch.testing.assert_close(wh.S @ wh.S.mT, expected, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(wh.S_inv @ wh.S, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("indefinite", [False, True])
+def test_times_inverse_is_the_product_with_the_inverse(indefinite: bool) -> None:
+    # Cholesky path (triangular solve) and eigendecomposition fallback (explicit inverse) agree with S⁻¹
+    gen = torch.Generator().manual_seed(7)
+    X = torch.randn(100, 12, generator=gen, dtype=torch.float64)
+    G = X.mT @ X
+    if indefinite:
+        G[0, 0] = -1e3  # Cholesky fails: the eigendecomposition factor is used
+    wh = whitening(G, clamp=1e-4)
+    assert wh.triangular is not indefinite
+    A = torch.randn(5, 12, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(wh.times_inverse(A) @ wh.S, A, rtol=0, atol=1e-9)
+    torch.testing.assert_close(wh.times_inverse(A), A @ torch.linalg.inv(wh.S), rtol=1e-9, atol=1e-9)

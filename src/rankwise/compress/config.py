@@ -22,7 +22,7 @@ class CompressConfig(BaseModel):
     rank_multiple: int = Field(8, ge=1, description="ranks are rounded to a multiple of this")
     sequential: bool = Field(False, description="collect statistics block by block on the already "
                              "compressed model (data-aware methods)")
-    sensitivity_windows: int = Field(16, ge=0, description="calibration windows whose LM-loss gradients weigh "
+    sensitivity_windows: int = Field(8, ge=0, description="calibration windows whose LM-loss gradients weigh "
                                      "each layer's error for the global allocator (0: relative errors)")
     calib_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="dtype of the calibration forwards (statistics are always accumulated in fp64): "

@@ -74,7 +74,7 @@ def corrected_factors(W: torch.Tensor, stats: MatchingStats, clamp: float, ridge
     else:
         M = Wd @ sys_.rhs @ wh.S_inv.mT
     U, S, Vh = torch.linalg.svd(M.to(torch.float32), full_matrices=False)
-    return Factors(U, S, (Vh.to(torch.float64) @ wh.S_inv).to(torch.float32))
+    return Factors(U, S, wh.times_inverse(Vh.to(torch.float64)).to(torch.float32))
 
 
 def matching_error(W: torch.Tensor, W_hat: torch.Tensor, stats: MatchingStats, dense_gram: torch.Tensor) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -17,15 +18,35 @@ DEFAULT_CLAMP = 1e-6
 
 @dataclass(frozen=True)
 class Whitener:
-    """A factor S [n, n] of the (ridged) Gram, G + floor·I = S Sᵀ, and its inverse S_inv [n, n] (fp64).
+    """A factor S [n, n] of the (ridged) Gram, G + floor·I = S Sᵀ (fp64).
 
     ``floor`` = clamp · λ_max(G) is the ridge. Any factor gives the same whitened truncation: for
-    S' = S Q (Q orthogonal) the SVD of W S' is that of W S with V rotated by Q.
+    S' = S Q (Q orthogonal) the SVD of W S' is that of W S with V rotated by Q. ``triangular``: S is
+    lower triangular (Cholesky), so products with S⁻¹ are triangular solves and S⁻¹ itself, an n³
+    computation that spectra never need, is only formed when asked for.
     """
 
     S: torch.Tensor
-    S_inv: torch.Tensor
     floor: float
+    triangular: bool = False
+    inverse: torch.Tensor | None = None
+
+    @cached_property
+    def S_inv(self) -> torch.Tensor:
+        """S⁻¹ [n, n] fp64."""
+        if self.inverse is not None:
+            return self.inverse
+        eye = torch.eye(self.S.shape[0], dtype=self.S.dtype, device=self.S.device)
+        inverse: torch.Tensor = (torch.linalg.solve_triangular(self.S, eye, upper=False) if self.triangular
+                                 else torch.linalg.inv(self.S))
+        return inverse
+
+    def times_inverse(self, A: torch.Tensor) -> torch.Tensor:
+        """A S⁻¹ for A [k, n] fp64: a triangular solve (k n² flops) when S is triangular."""
+        if self.triangular:
+            solved: torch.Tensor = torch.linalg.solve_triangular(self.S, A, upper=False, left=False)
+            return solved
+        return A @ self.S_inv
 
 
 def largest_eigenvalue(gram: torch.Tensor, iterations: int = 30) -> float:
@@ -62,14 +83,14 @@ def whitening(gram: torch.Tensor, clamp: float = DEFAULT_CLAMP) -> Whitener:
     top = largest_eigenvalue(G)
     if top <= 0.0:
         # All-zero statistics: fall back to the identity (plain SVD).
-        return Whitener(eye, eye.clone(), 0.0)
+        return Whitener(eye, 0.0, inverse=eye.clone())
     floor = clamp * top
     L, info = torch.linalg.cholesky_ex(G + floor * eye)
     if int(info) == 0:
-        return Whitener(L, torch.linalg.solve_triangular(L, eye, upper=False), floor)
+        return Whitener(L, floor, triangular=True)
     evals, Q = torch.linalg.eigh(G)
     root = (evals.clamp_min(0.0) + floor).sqrt()
-    return Whitener(Q * root, (Q / root).mT, floor)
+    return Whitener(Q * root, floor, inverse=(Q / root).mT)
 
 
 def whitened_svd(W: torch.Tensor, gram: torch.Tensor, rank: int, clamp: float = DEFAULT_CLAMP) -> Factors:
@@ -97,5 +118,5 @@ def whitened_factors(W: torch.Tensor, wh: Whitener) -> Factors:
     M = W.detach().to(torch.float64) @ wh.S
     # SVD in fp32 per the numerics rule; the whitening product is formed in fp64 for accuracy.
     U, S, Vh = torch.linalg.svd(M.to(torch.float32), full_matrices=False)
-    Vh_back = (Vh.to(torch.float64) @ wh.S_inv).to(torch.float32)
+    Vh_back = wh.times_inverse(Vh.to(torch.float64)).to(torch.float32)
     return Factors(U, S, Vh_back)
