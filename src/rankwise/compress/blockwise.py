@@ -107,8 +107,9 @@ def apply_blockwise(model: nn.Module, config: CompressConfig, targets: TargetSpe
                     batch_size: int, progress: bool, dense: Decomposition | None = None) -> CompressionReport:
     """Compress ``model`` in place block by block (``config.sequential`` or svd_llm's ``correct``).
 
-    ``dense``: the dense model's `decompose` for the same config at another ratio (several ratios
-    share one dense calibration; only the block-by-block pass runs per ratio).
+    ``dense``: the dense model's `decompose` for the same config at another ratio, on the same ``calib``
+    windows (several ratios share one dense calibration; only the block-by-block pass runs per ratio; its
+    dense Grams also normalise the reported output-matching errors).
     """
     compressor = get_compressor(config.method)
     correct = isinstance(config, SVDLLM) and config.correct
