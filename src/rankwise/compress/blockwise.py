@@ -46,18 +46,19 @@ class _Block:
         self.model, self.dec, self.ranks, self.prefix, self.dense = model, dec, ranks, prefix, dense
         self.fallbacks: list[str] = []
 
-    def factorize(self, local: str, stats: MatchingStats, correct: bool,
-                  system: CorrectionSystem | None = None) -> Factors | None:
+    def factorize(self, local: str, stats: MatchingStats, system: CorrectionSystem | None) -> Factors | None:
         """The full factorization of one layer (``local``: its name inside the block); None if it stays dense.
 
-        Correction falls back to whitening with X̃ alone (sequential mode's factors) where G̃ is singular.
+        Corrected with ``system``; without one (sequential mode, or correction where G̃ is singular),
+        whitened with X̃ alone (sequential mode's factors).
         """
         name = self.prefix + local
         config = self.dec.config
         if self.ranks[name] is None:
             return None
         W = linear_at(self.model, name).weight.detach()
-        if correct and isinstance(config, SVDLLM) and not is_singular(stats):
+        if system is not None:
+            assert isinstance(config, SVDLLM)
             factors = corrected_factors(W, stats, config.clamp, config.correct_ridge, system)
         else:
             layer_stats = LayerStats(gram=stats.gram, fisher_rows=self.dec.stats[name].fisher_rows)
@@ -91,7 +92,7 @@ class _Block:
                 and any(self.ranks[self.prefix + local] is not None for local in group):
             # the shared whitening and Cholesky factor: once per group, on all threads
             system = correction_system(stats, config.clamp, config.correct_ridge)
-        one = partial(self.factorize, stats=stats, correct=correct, system=system)
+        one = partial(self.factorize, stats=stats, system=system)
         done = [one(group[0])] if len(group) == 1 else parallel_map(one, group)
         return [self.swap(local, f, stats, correct) for local, f in zip(group, done, strict=True)]
 

@@ -41,11 +41,11 @@ def correction_system(stats: MatchingStats, clamp: float, ridge: float = 0.0) ->
     if ridge <= 0.0:
         return CorrectionSystem(wh, stats.cross + (wh.S @ wh.S.mT - gram), None)
     diag = gram.diagonal()
-    D = ridge * diag.clamp_min(clamp * float(diag.max().clamp_min(1e-300)))
-    L, info = torch.linalg.cholesky_ex(gram + torch.diag(D))
+    D = torch.diag(ridge * diag.clamp_min(clamp * float(diag.max().clamp_min(1e-300))))
+    L, info = torch.linalg.cholesky_ex(gram + D)
     if int(info) != 0:  # G̃ + D is positive definite in exact arithmetic; rounding aside
-        L = torch.linalg.cholesky(gram + torch.diag(D) + wh.floor * torch.eye(gram.shape[0], dtype=gram.dtype))
-    return CorrectionSystem(wh, stats.cross + torch.diag(D), L)
+        L = torch.linalg.cholesky(gram + D + wh.floor * torch.eye(gram.shape[0], dtype=gram.dtype))
+    return CorrectionSystem(wh, stats.cross + D, L)
 
 
 def corrected_factors(W: torch.Tensor, stats: MatchingStats, clamp: float, ridge: float = 0.0,

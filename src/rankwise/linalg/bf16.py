@@ -10,8 +10,6 @@ than an fp32 matmul, and calibration statistics are mostly such products.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -34,36 +32,21 @@ def _bf16_precision_available() -> bool:
     return cpu_has_bf16_units() and matmul is not None and hasattr(matmul, "fp32_precision")
 
 
-@contextmanager
-def bf16_matmuls() -> Iterator[bool]:
-    """fp32 matmuls inside run on the bf16 units: inputs rounded to bf16, fp32 accumulation and output.
+def outer_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_t a_t b_tᵀ = aᵀ b as fp32 [n, m], for a [T, n] and b [T, m] in any float dtype.
 
-    Exact for inputs that hold bf16 values (see the module docstring); for other fp32 inputs each
-    element is rounded to 8 significant bits, which callers accept explicitly. Yields whether the
-    bf16 path is active (False on CPUs without bf16 units: plain fp32). The setting is process-wide,
-    so it is held under a lock and only around the caller's own products.
+    When both are bf16 (and the CPU has bf16 units) the fp32 matmul runs at bf16 precision, which is
+    exact for them; otherwise a plain fp32 matmul. The precision setting is process-wide, so it is
+    held under a lock and only around this product.
     """
-    if not _bf16_precision_available():
-        yield False
-        return
+    a32, b32 = a.to(torch.float32), b.to(torch.float32)
+    if a.dtype != torch.bfloat16 or b.dtype != torch.bfloat16 or not _bf16_precision_available():
+        return a32.mT @ b32
     matmul = torch.backends.mkldnn.matmul  # type: ignore[attr-defined]
     with _LOCK:
         previous = matmul.fp32_precision
         matmul.fp32_precision = "bf16"
         try:
-            yield True
+            return a32.mT @ b32
         finally:
             matmul.fp32_precision = previous
-
-
-def outer_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ_t a_t b_tᵀ = aᵀ b as fp32 [n, m], for a [T, n] and b [T, m] in any float dtype.
-
-    When both are bf16 (and the CPU has bf16 units) the fp32 matmul runs at bf16 precision, which is
-    exact for them; otherwise a plain fp32 matmul.
-    """
-    a32, b32 = a.to(torch.float32), b.to(torch.float32)
-    if a.dtype != torch.bfloat16 or b.dtype != torch.bfloat16:
-        return a32.mT @ b32
-    with bf16_matmuls():
-        return a32.mT @ b32
